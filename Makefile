@@ -1,0 +1,44 @@
+# Thin wrapper over CMake presets. `make run` and `make test` are all a fresh machine needs.
+PRESET ?= release
+BUILD := build/$(PRESET)
+ARGS ?=
+
+.PHONY: all setup build run test test-fast bench format clean
+
+all: build
+
+setup:
+	@tools/setup
+
+$(BUILD)/build.ninja:
+	cmake --preset $(PRESET)
+
+build: setup $(BUILD)/build.ninja
+	cmake --build --preset $(PRESET)
+
+# Starts a standalone server with the default configuration (see docs/operations.md).
+run: build
+	$(BUILD)/switchboard serve $(ARGS)
+
+# The whole suite: unit + integration on the full io_uring feature set, again with the Linux 5.15
+# feature set forced, then everything (with a short fuzz run) under ASan+UBSan.
+test: setup
+	$(MAKE) build PRESET=release
+	ctest --preset release -L 'unit|integration' -j2
+	SWITCHBOARD_IO_MODE=compat ctest --preset release -L 'unit|integration' -j2
+	$(MAKE) build PRESET=asan
+	ctest --preset asan -j2
+
+# Unit and integration tests on the release build only.
+test-fast: build
+	ctest --preset release -L 'unit|integration' -j2
+
+bench: build
+	@if [ -x bench/run ]; then bench/run micro && bench/run echo-short; \
+	else echo "bench: no benchmarks yet"; fi
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h' '*.cc')
+
+clean:
+	rm -rf build
