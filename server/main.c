@@ -1,4 +1,210 @@
-int main(void)
+/*
+ * switchboard: the command line. `switchboard serve` runs the server; see --help.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/engine.h"
+#include "core/log.h"
+#include "server/gateway.h"
+#include "server/settings.h"
+
+static void usage(FILE *out)
 {
+    fprintf(out, "usage: switchboard serve [--config FILE] [--SETTING VALUE ...]\n"
+                 "       switchboard config [--config FILE] [--SETTING VALUE ...]\n"
+                 "       switchboard version\n\n"
+                 "serve   runs the server until SIGTERM or SIGINT\n"
+                 "config  prints the effective settings in config-file syntax\n\n"
+                 "Settings (config file \"name = value\", environment SWITCHBOARD_NAME, or flag):\n");
+    sb_config_print_help(sb_settings_table, out);
+}
+
+/* Defaults < config file < environment < command line. Returns 0, or 2 for a usage error. */
+static int load_settings(int argc, char **argv, struct sb_settings *st)
+{
+    char err[256];
+    if (sb_config_defaults(sb_settings_table, st) < 0)
+        return 2;
+    const char *file = NULL;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+            file = argv[i + 1];
+    }
+    if (file && sb_config_load_file(sb_settings_table, st, file, err, sizeof(err)) < 0) {
+        fprintf(stderr, "switchboard: %s\n", err);
+        return 2;
+    }
+    if (sb_config_load_env(sb_settings_table, st, err, sizeof(err)) < 0) {
+        fprintf(stderr, "switchboard: environment: %s\n", err);
+        return 2;
+    }
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            exit(0);
+        }
+        if (strncmp(a, "--", 2) != 0 || i + 1 >= argc) {
+            fprintf(stderr, "switchboard: unexpected argument \"%s\" (see --help)\n", a);
+            return 2;
+        }
+        const char *value = argv[++i];
+        if (strcmp(a, "--config") == 0)
+            continue;
+        if (sb_config_set(sb_settings_table, st, a + 2, value, err, sizeof(err)) < 0) {
+            fprintf(stderr, "switchboard: %s\n", err);
+            return 2;
+        }
+    }
     return 0;
+}
+
+/* Splits "host:port" or "[v6]:port". Returns 0 or -EINVAL. */
+static int split_hostport(const char *s, char *host, size_t hostlen, unsigned *port)
+{
+    const char *colon = strrchr(s, ':');
+    if (!colon || colon[1] == '\0')
+        return -EINVAL;
+    const char *h = s;
+    size_t hl = (size_t)(colon - s);
+    if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
+        h++;
+        hl -= 2;
+    }
+    if (hl >= hostlen)
+        return -EINVAL;
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    char *end;
+    unsigned long p = strtoul(colon + 1, &end, 10);
+    if (*end || p > 65535)
+        return -EINVAL;
+    *port = (unsigned)p;
+    return 0;
+}
+
+static int serve(const struct sb_settings *st)
+{
+    char host[256];
+    unsigned port;
+    if (split_hostport(st->listen, host, sizeof(host), &port) < 0) {
+        sb_log(SB_LOG_ERROR, 0, "listen: \"%s\" is not HOST:PORT", st->listen);
+        return 2;
+    }
+    /* Signals are taken synchronously by this thread; workers inherit the blocked mask. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    struct sb_engine_config ec;
+    sb_engine_config_default(&ec);
+    ec.workers = (unsigned)st->workers;
+    ec.pin_workers = st->pin_workers;
+    ec.io_mode = (enum sb_io_mode)st->io_mode;
+    ec.ring_entries = (unsigned)st->ring_entries;
+    ec.recv_buffers = (unsigned)st->recv_buffers;
+    ec.recv_buffer_size = (unsigned)st->recv_buffer_size;
+    ec.max_connections = (unsigned)st->max_connections;
+    ec.conn_app_size = sb_gateway_session_size();
+    ec.send_queue_limit = st->send_queue_limit;
+    ec.shutdown_timeout_ms = (unsigned)st->shutdown_timeout_ms;
+    struct sb_engine *e;
+    int r = sb_engine_create(&ec, &e);
+    if (r < 0) {
+        sb_log(SB_LOG_ERROR, r, "cannot start the engine%s",
+               r == -EPERM || r == -ENOSYS ? " (io_uring is disabled on this host)" : "");
+        return 1;
+    }
+    struct sb_gateway_config gc = {
+        .engine = e,
+        .handshake_timeout_ms = (uint64_t)st->handshake_timeout_ms,
+        .ping_interval_ms = (uint64_t)st->ping_interval_ms,
+        .close_timeout_ms = (uint64_t)st->close_timeout_ms,
+        .max_message_size = st->max_message_size,
+        .http_limits = {.max_request_line = 8192,
+                        .max_header_bytes = st->max_header_size,
+                        .max_headers = SB_HTTP_MAX_HEADERS},
+        .echo = st->echo,
+    };
+    sb_gateway_init(&gc);
+    unsigned bound;
+    r = sb_engine_listen(e, host, port, &sb_gateway_ops, &bound);
+    if (r < 0) {
+        sb_log(SB_LOG_ERROR, r, "cannot listen on %s", st->listen);
+        sb_engine_free(e);
+        return 1;
+    }
+    r = sb_engine_start(e);
+    if (r < 0) {
+        sb_engine_free(e);
+        return 1;
+    }
+    char addr[300];
+    if (strchr(host, ':'))
+        snprintf(addr, sizeof(addr), "[%s]:%u", host, bound);
+    else
+        snprintf(addr, sizeof(addr), "%s:%u", *host ? host : "0.0.0.0", bound);
+    sb_log(SB_LOG_INFO, 0, "listening on %s (workers=%u%s)", addr, sb_engine_workers(e),
+           st->echo ? ", echo at /echo" : "");
+    for (;;) {
+        siginfo_t si;
+        int sig = sigwaitinfo(&sigs, &si);
+        if (sig == SIGHUP) {
+            sb_log(SB_LOG_INFO, 0, "SIGHUP: nothing to reload yet");
+            continue;
+        }
+        if (sig == SIGINT || sig == SIGTERM) {
+            sb_log(SB_LOG_INFO, 0, "%s: shutting down (deadline %" PRId64 " ms)",
+                   sig == SIGINT ? "SIGINT" : "SIGTERM", st->shutdown_timeout_ms);
+            break;
+        }
+    }
+    sb_engine_stop(e);
+    sb_engine_wait(e);
+    sb_engine_free(e);
+    sb_log(SB_LOG_INFO, 0, "stopped");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("switchboard %s\n", SB_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "serve") != 0 && strcmp(cmd, "config") != 0) {
+        fprintf(stderr, "switchboard: unknown command \"%s\"\n", cmd);
+        usage(stderr);
+        return 2;
+    }
+    struct sb_settings st;
+    memset(&st, 0, sizeof(st));
+    int r = load_settings(argc - 2, argv + 2, &st);
+    if (r == 0 && strcmp(cmd, "config") == 0) {
+        sb_config_dump(sb_settings_table, &st, stdout);
+    } else if (r == 0) {
+        sb_log_threshold = (enum sb_log_level)st.log_level;
+        r = serve(&st);
+    }
+    sb_config_free(sb_settings_table, &st);
+    return r;
 }

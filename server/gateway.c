@@ -1,0 +1,250 @@
+/*
+ * HTTP on a fresh connection: REST routes and the WebSocket upgrade, keep-alive and pipelining,
+ * the handshake deadline, and the connection callbacks the engine calls.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "server/gateway.h"
+
+struct sb_gateway_config sb__gw;
+static uint64_t started_ms;
+
+void sb_gateway_init(const struct sb_gateway_config *cfg)
+{
+    sb__gw = *cfg;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    started_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+size_t sb_gateway_session_size(void)
+{
+    return sizeof(struct sb_session);
+}
+
+static struct sb_session *session(struct sb_conn *c)
+{
+    return sb_conn_app(c);
+}
+
+/* Queues a complete response. extra holds additional header lines, each ending in CRLF. */
+static void respond(struct sb_conn *c, int status, const char *extra, const char *type,
+                    const char *body, bool keep_alive)
+{
+    char head[512];
+    size_t blen = body ? strlen(body) : 0;
+    int n = snprintf(head, sizeof(head),
+                     "HTTP/1.1 %d %s\r\nServer: switchboard\r\nContent-Length: %zu\r\n%s%s%s%s%s"
+                     "\r\n",
+                     status, sb_http_reason(status), blen, type ? "Content-Type: " : "",
+                     type ? type : "", type ? "\r\n" : "",
+                     keep_alive ? "" : "Connection: close\r\n", extra ? extra : "");
+    uint8_t *p = sb_conn_out_reserve(c, (size_t)n + blen);
+    if (!p) {
+        sb_conn_close(c, -ENOMEM);
+        return;
+    }
+    memcpy(p, head, (size_t)n);
+    memcpy(p + n, body, blen);
+    if (!keep_alive)
+        sb_conn_close_after_flush(c);
+}
+
+static void respond_error(struct sb_conn *c, int status, const char *extra, const char *why)
+{
+    char body[160];
+    snprintf(body, sizeof(body), "{\"error\":\"%s\",\"status\":%d}\n", why, status);
+    respond(c, status, extra, "application/json", body, false);
+}
+
+static void route_health(struct sb_conn *c, bool keep_alive)
+{
+    struct sb_engine *e = sb__gw.engine;
+    struct sb_worker *w = sb_conn_worker(c);
+    char body[256];
+    snprintf(body, sizeof(body),
+             "{\"status\":\"healthy\",\"version\":\"%s\",\"workers\":%u,\"connections\":%" PRIu64
+             ",\"uptime_s\":%" PRIu64 "}\n",
+             SB_VERSION, sb_engine_workers(e), sb_engine_connections(e),
+             (sb_worker_now_ms(w) - started_ms) / 1000);
+    respond(c, 200, "Cache-Control: no-store\r\n", "application/json", body, keep_alive);
+}
+
+/* Validates an upgrade request (RFC 6455 section 4.2.1) and switches to WebSocket. */
+static void route_echo(struct sb_conn *c, const struct sb_http_request *req)
+{
+    if (!sb_slice_eq(req->method, "GET")) {
+        respond_error(c, 405, "Allow: GET\r\n", "method not allowed");
+        return;
+    }
+    const struct sb_http_header *upgrade = sb_http_find_header(req, "Upgrade");
+    const struct sb_http_header *connection = sb_http_find_header(req, "Connection");
+    if (!upgrade || !sb_http_has_token(upgrade->value, "websocket")) {
+        respond_error(c, 426, "Upgrade: websocket\r\nConnection: Upgrade\r\n",
+                      "this endpoint speaks WebSocket only");
+        return;
+    }
+    if (!connection || !sb_http_has_token(connection->value, "upgrade") || req->minor_version < 1) {
+        respond_error(c, 400, NULL, "not a valid WebSocket upgrade");
+        return;
+    }
+    const struct sb_http_header *version = sb_http_find_header(req, "Sec-WebSocket-Version");
+    if (!version || !sb_slice_eq(version->value, "13")) {
+        respond_error(c, 426, "Sec-WebSocket-Version: 13\r\n", "unsupported WebSocket version");
+        return;
+    }
+    const struct sb_http_header *key = sb_http_find_header(req, "Sec-WebSocket-Key");
+    char accept[SB_WS_ACCEPT_LEN + 1];
+    if (!key || sb_ws_accept_key(key->value.base, key->value.len, accept) < 0) {
+        respond_error(c, 400, NULL, "missing or invalid Sec-WebSocket-Key");
+        return;
+    }
+    char head[256];
+    int n = snprintf(head, sizeof(head),
+                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
+                     accept);
+    if (sb_conn_write(c, head, (size_t)n) < 0) {
+        sb_conn_close(c, -ENOMEM);
+        return;
+    }
+    struct sb_session *s = session(c);
+    s->state = SB_SESS_WS;
+    s->timer = sb__gw.ping_interval_ms ? SB_TIMER_PING : SB_TIMER_NONE;
+    sb_conn_set_timer(c, sb__gw.ping_interval_ms);
+}
+
+static void route(struct sb_conn *c, const struct sb_http_request *req)
+{
+    if (sb_slice_eq(req->path, "/api/health")) {
+        if (!sb_slice_eq(req->method, "GET")) {
+            respond_error(c, 405, "Allow: GET\r\n", "method not allowed");
+            return;
+        }
+        route_health(c, req->keep_alive);
+        return;
+    }
+    if (sb__gw.echo && sb_slice_eq(req->path, "/echo")) {
+        route_echo(c, req);
+        return;
+    }
+    respond_error(c, 404, NULL, "not found");
+}
+
+/* Handles one request at the start of data; returns bytes consumed (0 = need more). */
+static size_t http_input(struct sb_conn *c, const uint8_t *data, size_t len)
+{
+    struct sb_http_request req;
+    ssize_t r = sb_http_parse_request((const char *)data, len, &sb__gw.http_limits, &req);
+    switch (r) {
+    case -EAGAIN:
+        return 0;
+    case -ENAMETOOLONG:
+        respond_error(c, 414, NULL, "request line too long");
+        return len;
+    case -EMSGSIZE:
+        respond_error(c, 431, NULL, "request header fields too large");
+        return len;
+    case -EPROTONOSUPPORT:
+        respond_error(c, 505, NULL, "HTTP version not supported");
+        return len;
+    default:
+        if (r < 0) {
+            respond_error(c, 400, NULL, "malformed request");
+            return len;
+        }
+    }
+    if (req.is_chunked) {
+        respond_error(c, 411, NULL, "chunked request bodies are not accepted");
+        return len;
+    }
+    /* No route takes a body yet: accept and skip a small one, refuse a large one. */
+    if (req.content_length > 65536) {
+        respond_error(c, 413, NULL, "request body too large");
+        return len;
+    }
+    size_t total = (size_t)r + (size_t)req.content_length;
+    if (len < total)
+        return 0;
+    route(c, &req);
+    return total;
+}
+
+static void on_open(struct sb_conn *c)
+{
+    struct sb_session *s = session(c);
+    s->timer = SB_TIMER_HANDSHAKE;
+    sb_conn_set_timer(c, sb__gw.handshake_timeout_ms);
+}
+
+static ssize_t on_data(struct sb_conn *c, uint8_t *data, size_t len)
+{
+    struct sb_session *s = session(c);
+    size_t off = 0;
+    /* Pipelined requests, and frames sent right behind an upgrade request, are all in data. */
+    while (off < len && !sb_conn_is_closing(c)) {
+        size_t n;
+        if (s->state == SB_SESS_WS)
+            return (ssize_t)(off + sb__ws_input(c, data + off, len - off));
+        n = http_input(c, data + off, len - off);
+        if (n == 0)
+            break;
+        off += n;
+        if (s->state == SB_SESS_HTTP && !sb_conn_is_closing(c))
+            sb_conn_set_timer(c, sb__gw.handshake_timeout_ms);
+    }
+    return sb_conn_is_closing(c) ? (ssize_t)len : (ssize_t)off;
+}
+
+static void on_timer(struct sb_conn *c)
+{
+    struct sb_session *s = session(c);
+    if (s->state == SB_SESS_HTTP) {
+        sb_log(SB_LOG_INFO, 0, "c%llx: no complete request within %" PRIu64 " ms; dropped",
+               (unsigned long long)sb_conn_id(c), sb__gw.handshake_timeout_ms);
+        sb_conn_close(c, -ETIMEDOUT);
+        return;
+    }
+    sb__ws_timer(c);
+}
+
+static void on_close(struct sb_conn *c, int err)
+{
+    if (err && err != -ECONNRESET && err != -EPIPE && err != -ETIMEDOUT)
+        sb_log(SB_LOG_INFO, err, "c%llx: connection error", (unsigned long long)sb_conn_id(c));
+    sb__ws_release(session(c));
+}
+
+static void on_shutdown(struct sb_conn *c)
+{
+    struct sb_session *s = session(c);
+    if (s->state == SB_SESS_WS)
+        sb__ws_close(c, SB_WS_CLOSE_GOING_AWAY, "server shutting down");
+    else
+        sb_conn_close_after_flush(c);
+}
+
+static void on_handoff(struct sb_conn *c)
+{
+    /* The session moved as it was; only its timer stayed behind on the old worker. */
+    struct sb_session *s = session(c);
+    if (s->state == SB_SESS_HTTP)
+        sb_conn_set_timer(c, sb__gw.handshake_timeout_ms);
+    else if (s->timer == SB_TIMER_CLOSE)
+        sb_conn_set_timer(c, sb__gw.close_timeout_ms);
+    else if (s->timer == SB_TIMER_PING)
+        sb_conn_set_timer(c, sb__gw.ping_interval_ms);
+}
+
+const struct sb_conn_ops sb_gateway_ops = {
+    .on_open = on_open,
+    .on_data = on_data,
+    .on_timer = on_timer,
+    .on_close = on_close,
+    .on_shutdown = on_shutdown,
+    .on_handoff = on_handoff,
+};

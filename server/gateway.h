@@ -1,0 +1,74 @@
+/*
+ * The gateway: what a client connection is to the server. Every connection starts in HTTP
+ * (REST routes, or the WebSocket upgrade) and may become a WebSocket session.
+ */
+#ifndef SB_SERVER_GATEWAY_H
+#define SB_SERVER_GATEWAY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "core/engine.h"
+#include "proto/http.h"
+#include "proto/utf8.h"
+#include "proto/ws.h"
+
+struct sb_gateway_config {
+    struct sb_engine *engine;
+    uint64_t handshake_timeout_ms;
+    uint64_t ping_interval_ms; /* 0 = no pings */
+    uint64_t close_timeout_ms;
+    uint64_t max_message_size;
+    struct sb_http_limits http_limits;
+    bool echo;
+};
+
+/* Sets the configuration every connection uses. Main thread, before sb_engine_start. */
+void sb_gateway_init(const struct sb_gateway_config *cfg);
+
+/* The callbacks to pass to sb_engine_listen. */
+extern const struct sb_conn_ops sb_gateway_ops;
+
+/* Bytes of per-connection state (struct sb_session) for sb_engine_config.conn_app_size. */
+size_t sb_gateway_session_size(void);
+
+/* ---- internal to server/: the session and the WebSocket layer (websocket.c) ---- */
+
+enum sb_session_state {
+    SB_SESS_HTTP,
+    SB_SESS_WS,
+};
+
+enum sb_session_timer {
+    SB_TIMER_NONE,
+    SB_TIMER_HANDSHAKE, /* request not complete in time; also HTTP keep-alive idle */
+    SB_TIMER_PING,      /* WebSocket liveness */
+    SB_TIMER_CLOSE,     /* our close frame was not answered in time */
+};
+
+struct sb_session {
+    uint8_t state;        /* enum sb_session_state */
+    uint8_t timer;        /* enum sb_session_timer */
+    uint8_t frag_opcode;  /* opcode of the fragmented message being received, or 0 */
+    bool close_sent;
+    bool ping_pending;    /* a ping went out and nothing arrived since */
+    struct sb_utf8 utf8;  /* across the fragments of a text message */
+    uint32_t msg_len, msg_cap;
+    uint8_t *msg;         /* fragments gathered so far */
+};
+
+extern struct sb_gateway_config sb__gw;
+
+/* Consumes WebSocket frames from data; returns bytes consumed. */
+size_t sb__ws_input(struct sb_conn *c, uint8_t *data, size_t len);
+/* Queues one unmasked frame. Returns 0 or -ENOMEM. */
+int sb__ws_send(struct sb_conn *c, uint8_t opcode, const uint8_t *payload, size_t len);
+/* Sends a close frame with code and reason, then waits close_timeout_ms for the answer. */
+void sb__ws_close(struct sb_conn *c, uint16_t code, const char *reason);
+/* The WebSocket part of on_timer. */
+void sb__ws_timer(struct sb_conn *c);
+/* Frees the session's message buffer. */
+void sb__ws_release(struct sb_session *s);
+
+#endif

@@ -1,0 +1,35 @@
+/*
+ * Every server setting, defined once in sb_settings_table (settings.c): config file, environment,
+ * command line, --help and the config dump all come from it. See docs/operations.md.
+ */
+#ifndef SB_SERVER_SETTINGS_H
+#define SB_SERVER_SETTINGS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/config.h"
+
+struct sb_settings {
+    char *listen; /* host:port for HTTP and WebSocket */
+    int64_t workers;
+    int io_mode; /* enum sb_io_mode */
+    bool pin_workers;
+    int64_t max_connections;
+    int64_t handshake_timeout_ms;
+    int64_t ping_interval_ms;
+    int64_t close_timeout_ms;
+    int64_t shutdown_timeout_ms;
+    uint64_t max_message_size;
+    uint64_t max_header_size;
+    uint64_t send_queue_limit;
+    uint64_t recv_buffer_size;
+    int64_t recv_buffers;
+    int64_t ring_entries;
+    bool echo;
+    int log_level; /* enum sb_log_level */
+};
+
+extern const struct sb_setting sb_settings_table[];
+
+#endif
