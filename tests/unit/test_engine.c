@@ -1,0 +1,325 @@
+/*
+ * The engine against real sockets, in both I/O modes: connection handoff between workers with
+ * bytes already read, mailboxes, timers, the connection cap, backpressure without loss, and
+ * graceful shutdown. The test app speaks lines: "MOVE" hands the connection to the other
+ * worker, "TIMER" arms a 30 ms timer, "MAIL" bounces a message through the other worker, "BYE"
+ * closes after flushing; any other line is echoed as "w<worker>:<line>".
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "core/engine.h"
+#include "core/log.h"
+
+struct app {
+    int moves;
+};
+
+static atomic_int closes;
+static atomic_int shutdowns;
+
+/* Writes a formatted line whose first argument is the worker id. */
+__attribute__((format(printf, 2, 3))) static void say(struct sb_conn *c, const char *fmt, ...)
+{
+    char line[256];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    sb_conn_write(c, line, (size_t)n);
+}
+
+static void on_open(struct sb_conn *c)
+{
+}
+
+struct bounce {
+    struct sb_conn *c;
+    unsigned home;
+    unsigned via;
+};
+
+static void bounce_home(struct sb_worker *w, void *arg)
+{
+    struct bounce *b = arg;
+    say(b->c, "mail w%u via %u\n", sb_worker_id(w), b->via);
+    free(b);
+}
+
+static void bounce_away(struct sb_worker *w, void *arg)
+{
+    struct bounce *b = arg;
+    b->via = sb_worker_id(w);
+    sb_worker_post(w, b->home, bounce_home, b);
+}
+
+static ssize_t on_data(struct sb_conn *c, uint8_t *data, size_t len)
+{
+    struct sb_worker *w = sb_conn_worker(c);
+    unsigned nw = sb_engine_workers(sb_worker_engine(w));
+    size_t off = 0;
+    for (;;) {
+        uint8_t *nl = memchr(data + off, '\n', len - off);
+        if (!nl)
+            return (ssize_t)off;
+        *nl = '\0';
+        const char *line = (const char *)data + off;
+        off = (size_t)(nl - data) + 1;
+        if (strcmp(line, "MOVE") == 0) {
+            struct app *a = sb_conn_app(c);
+            a->moves++;
+            sb_conn_handoff(c, (sb_worker_id(w) + 1) % nw);
+            return (ssize_t)off; /* the rest travels with the connection */
+        } else if (strcmp(line, "TIMER") == 0) {
+            sb_conn_set_timer(c, 30);
+        } else if (strcmp(line, "MAIL") == 0) {
+            struct bounce *b = malloc(sizeof(*b));
+            b->c = c;
+            b->home = sb_worker_id(w);
+            sb_worker_post(w, (b->home + 1) % nw, bounce_away, b);
+        } else if (strcmp(line, "BYE") == 0) {
+            sb_conn_close_after_flush(c);
+            return (ssize_t)len;
+        } else {
+            say(c, "w%u:%s\n", sb_worker_id(w), line);
+        }
+    }
+}
+
+static void on_timer(struct sb_conn *c)
+{
+    say(c, "timer w%u\n", sb_worker_id(sb_conn_worker(c)));
+}
+
+static void on_close(struct sb_conn *c, int err)
+{
+    atomic_fetch_add(&closes, 1);
+}
+
+static void on_shutdown(struct sb_conn *c)
+{
+    atomic_fetch_add(&shutdowns, 1);
+    say(c, "bye w%u\n", sb_worker_id(sb_conn_worker(c)));
+    sb_conn_close_after_flush(c);
+}
+
+static void on_handoff(struct sb_conn *c)
+{
+    struct app *a = sb_conn_app(c);
+    say(c, "arrived w%u moves=%d\n", sb_worker_id(sb_conn_worker(c)), a->moves);
+}
+
+static const struct sb_conn_ops ops = {on_open, on_data, on_timer, on_close, on_shutdown,
+                                       on_handoff};
+
+static int dial(unsigned port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void put(int fd, const char *s)
+{
+    size_t n = strlen(s);
+    CHECK_INT(write(fd, s, n), (ssize_t)n);
+}
+
+/* Reads one line (without '\n') with a 5 s timeout; returns its length or -1 on EOF/timeout. */
+static int get_line(int fd, char *buf, size_t cap)
+{
+    size_t n = 0;
+    while (n + 1 < cap) {
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, 5000) <= 0)
+            return -1;
+        ssize_t r = read(fd, buf + n, 1);
+        if (r <= 0)
+            return -1;
+        if (buf[n] == '\n')
+            break;
+        n++;
+    }
+    buf[n] = '\0';
+    return (int)n;
+}
+
+static struct sb_engine *start(enum sb_io_mode mode, unsigned max_conns, size_t queue_limit,
+                               unsigned *port)
+{
+    struct sb_engine_config cfg;
+    sb_engine_config_default(&cfg);
+    cfg.workers = 2;
+    cfg.pin_workers = false;
+    cfg.io_mode = mode;
+    cfg.recv_buffers = 64;
+    cfg.recv_buffer_size = 4096;
+    cfg.max_connections = max_conns;
+    cfg.conn_app_size = sizeof(struct app);
+    cfg.send_queue_limit = queue_limit;
+    cfg.shutdown_timeout_ms = 2000;
+    struct sb_engine *e;
+    CHECK_INT(sb_engine_create(&cfg, &e), 0);
+    CHECK_INT(sb_engine_listen(e, "127.0.0.1", 0, &ops, port), 0);
+    CHECK_INT(sb_engine_start(e), 0);
+    return e;
+}
+
+static void test_handoff(unsigned port)
+{
+    int fd = dial(port);
+    char line[256];
+    /* Everything in one write: the bytes after MOVE are read on the first worker and must be
+     * processed, in order, on the second. */
+    put(fd, "a\nMOVE\nb\nc\n");
+    CHECK(get_line(fd, line, sizeof(line)) > 0);
+    unsigned first = (unsigned)(line[1] - '0');
+    CHECK(strcmp(line + 2, ":a") == 0);
+    unsigned second = (first + 1) % 2;
+    char want[64];
+    snprintf(want, sizeof(want), "arrived w%u moves=1", second);
+    get_line(fd, line, sizeof(line));
+    CHECK_STR(line, want);
+    snprintf(want, sizeof(want), "w%u:b", second);
+    get_line(fd, line, sizeof(line));
+    CHECK_STR(line, want);
+    snprintf(want, sizeof(want), "w%u:c", second);
+    get_line(fd, line, sizeof(line));
+    CHECK_STR(line, want);
+    /* And back again, with the move split across writes. */
+    put(fd, "MO");
+    usleep(20000);
+    put(fd, "VE\nd\n");
+    snprintf(want, sizeof(want), "arrived w%u moves=2", first);
+    get_line(fd, line, sizeof(line));
+    CHECK_STR(line, want);
+    snprintf(want, sizeof(want), "w%u:d", first);
+    get_line(fd, line, sizeof(line));
+    CHECK_STR(line, want);
+    close(fd);
+}
+
+static void test_timer_and_mail(unsigned port)
+{
+    int fd = dial(port);
+    char line[256];
+    put(fd, "x\n");
+    get_line(fd, line, sizeof(line));
+    unsigned home = (unsigned)(line[1] - '0');
+    put(fd, "TIMER\n");
+    char want[64];
+    snprintf(want, sizeof(want), "timer w%u", home);
+    get_line(fd, line, sizeof(line));
+    CHECK_STR(line, want);
+    put(fd, "MAIL\n");
+    snprintf(want, sizeof(want), "mail w%u via %u", home, (home + 1) % 2);
+    get_line(fd, line, sizeof(line));
+    CHECK_STR(line, want);
+    put(fd, "BYE\n");
+    CHECK_INT(get_line(fd, line, sizeof(line)), -1); /* EOF after BYE */
+    close(fd);
+}
+
+static void test_max_connections(unsigned port)
+{
+    int a = dial(port), b = dial(port);
+    char line[256];
+    put(a, "1\n");
+    put(b, "2\n");
+    CHECK(get_line(a, line, sizeof(line)) > 0);
+    CHECK(get_line(b, line, sizeof(line)) > 0);
+    int c = dial(port); /* the kernel accepts; the engine closes it at once */
+    CHECK(c >= 0);
+    CHECK_INT(get_line(c, line, sizeof(line)), -1);
+    close(a);
+    close(b);
+    close(c);
+}
+
+/* The client writes 20,000 lines without reading; the server's replies pile up past the queue
+ * limit, so it must stop reading, and later deliver every reply once the client reads. */
+static void test_backpressure(unsigned port)
+{
+    int fd = dial(port);
+    int lines = 20000;
+    char msg[64];
+    for (int i = 0; i < lines; i++) {
+        int n = snprintf(msg, sizeof(msg), "line-%05d-padding-padding-padding\n", i);
+        struct pollfd p = {fd, POLLOUT, 0};
+        /* Stop writing when the server stopped reading: both socket buffers are full. */
+        if (poll(&p, 1, 2000) <= 0) {
+            lines = i;
+            break;
+        }
+        CHECK_INT(write(fd, msg, (size_t)n), n);
+    }
+    CHECK(lines > 1000);
+    int got = 0;
+    char line[256];
+    while (got < lines && get_line(fd, line, sizeof(line)) > 0) {
+        char want[64];
+        snprintf(want, sizeof(want), "line-%05d-padding-padding-padding", got);
+        if (strcmp(line + 3, want) != 0) {
+            CHECK_STR(line + 3, want);
+            break;
+        }
+        got++;
+    }
+    CHECK_INT(got, lines);
+    close(fd);
+}
+
+static void test_shutdown(struct sb_engine *e, unsigned port)
+{
+    int fd = dial(port);
+    char line[256];
+    put(fd, "hi\n");
+    CHECK(get_line(fd, line, sizeof(line)) > 0);
+    sb_engine_stop(e);
+    get_line(fd, line, sizeof(line));
+    CHECK(strncmp(line, "bye w", 5) == 0);
+    CHECK_INT(get_line(fd, line, sizeof(line)), -1);
+    sb_engine_wait(e);
+    CHECK(atomic_load(&shutdowns) >= 1);
+    CHECK_INT(sb_engine_connections(e), 0);
+    CHECK_INT(dial(port), -1); /* listeners are closed */
+    close(fd);
+}
+
+int main(void)
+{
+    sb_log_threshold = SB_LOG_WARN;
+    for (int m = 0; m < 2; m++) {
+        enum sb_io_mode mode = m ? SB_IO_COMPAT : SB_IO_AUTO;
+        fprintf(stderr, "mode %s\n", m ? "compat" : "auto");
+        unsigned port;
+        struct sb_engine *e = start(mode, 1000, 1 << 20, &port);
+        test_handoff(port);
+        test_timer_and_mail(port);
+        test_shutdown(e, port);
+        sb_engine_free(e);
+
+        e = start(mode, 2, 4096, &port);
+        test_max_connections(port);
+        usleep(100000); /* let the closes land before the next test reuses the cap */
+        test_backpressure(port);
+        sb_engine_stop(e);
+        sb_engine_wait(e);
+        sb_engine_free(e);
+    }
+    CHECK(atomic_load(&closes) > 0);
+    return check_done();
+}
