@@ -72,8 +72,7 @@ static int parse_number(const struct sb_setting *s, const char *v, int64_t *out)
     return 0;
 }
 
-static int set_value(const struct sb_setting *s, void *obj, const char *v, char *err,
-                     size_t errlen)
+static int set_value(const struct sb_setting *s, void *obj, const char *v, char *err, size_t errlen)
 {
     char *field = (char *)obj + s->offset;
     int64_t n;
@@ -85,8 +84,8 @@ static int set_value(const struct sb_setting *s, void *obj, const char *v, char 
         if (r == 0 && (n < s->min || n > s->max))
             r = -ERANGE;
         if (r < 0) {
-            snprintf(err, errlen, "%s: \"%s\" is not %s between %" PRId64 " and %" PRId64,
-                     s->name, v, s->type == SB_SET_SIZE ? "a size" : "an integer", s->min, s->max);
+            snprintf(err, errlen, "%s: \"%s\" is not %s between %" PRId64 " and %" PRId64, s->name,
+                     v, s->type == SB_SET_SIZE ? "a size" : "an integer", s->min, s->max);
             return r;
         }
         if (s->type == SB_SET_INT)

@@ -29,8 +29,8 @@ struct sb_setting {
     enum sb_setting_type type;
     size_t offset; /* of the field in the settings struct */
     const char *def;
-    int64_t min, max;            /* bounds for INT and SIZE */
-    const char *const *choices;  /* NULL-terminated names for ENUM */
+    int64_t min, max;           /* bounds for INT and SIZE */
+    const char *const *choices; /* NULL-terminated names for ENUM */
     const char *help;
 };
 

@@ -313,9 +313,8 @@ static void deliver_buffered(struct sb_conn *c)
         input_release(c);
 }
 
-static void conn_input(struct sb_conn *c, uint8_t *data, size_t len)
+void sb_conn_deliver(struct sb_conn *c, uint8_t *data, size_t len)
 {
-    c->last_rx_ms = c->w->now_ms;
     if (c->flags & (SB_CF_CLOSING | SB_CF_DRAINING))
         return; /* nobody will read it */
     if (c->in_len || !can_deliver(c)) {
@@ -334,6 +333,20 @@ static void conn_input(struct sb_conn *c, uint8_t *data, size_t len)
         if (r < 0)
             sb_conn_close(c, r);
     }
+}
+
+static void conn_input(struct sb_conn *c, uint8_t *data, size_t len)
+{
+    c->last_rx_ms = c->w->now_ms;
+    if (!c->ls->tp) {
+        sb_conn_deliver(c, data, len);
+        return;
+    }
+    if (c->flags & (SB_CF_CLOSING | SB_CF_DRAINING))
+        return;
+    int r = c->ls->tp->recv(c, c->tp, data, len);
+    if (r < 0)
+        sb_conn_close(c, r);
 }
 
 void sb__conn_on_recv(struct sb_conn *c, int res, unsigned cqe_flags)
@@ -389,6 +402,8 @@ static int queue_node(struct sb_conn *c, struct sb_chunk *ch, uint32_t off, uint
         c->out_head = n;
     c->out_tail = n;
     c->out_bytes += len;
+    if (c->ls->tp && !c->unsealed && !(c->flags & SB_CF_SEALING))
+        c->unsealed = n;
     if (!(c->flags & SB_CF_SEND))
         want_flush(c);
     return 0;
@@ -398,8 +413,12 @@ uint8_t *sb_conn_out_reserve(struct sb_conn *c, size_t len)
 {
     struct sb_qnode *t = c->out_tail;
     /* Append to the tail chunk when this connection owns it alone and the tail node ends where
-     * the chunk's data ends. Bytes a send in flight already covers are never moved. */
-    if (t && t->ch->refs == 1 && t->off + t->len == t->ch->len && t->ch->cap - t->ch->len >= len) {
+     * the chunk's data ends. Bytes a send in flight already covers are never moved. With a
+     * transport, application bytes join only application bytes, and wire bytes wire bytes. */
+    bool same_kind =
+        !c->ls->tp || ((c->flags & SB_CF_SEALING) ? c->unsealed == NULL : c->unsealed != NULL);
+    if (t && same_kind && t->ch->refs == 1 && t->off + t->len == t->ch->len &&
+        t->ch->cap - t->ch->len >= len) {
         uint8_t *p = t->ch->data + t->ch->len;
         t->ch->len += (uint32_t)len;
         t->len += (uint32_t)len;
@@ -428,6 +447,12 @@ int sb_conn_write(struct sb_conn *c, const void *data, size_t len)
     return 0;
 }
 
+int sb_conn_write_wire(struct sb_conn *c, const void *data, size_t len)
+{
+    assert(c->flags & SB_CF_SEALING);
+    return sb_conn_write(c, data, len);
+}
+
 int sb_conn_send_chunk(struct sb_conn *c, struct sb_chunk *ch)
 {
     sb_chunk_ref(ch);
@@ -446,12 +471,55 @@ static void queue_release(struct sb_conn *c)
         qnode_put(c->w, n);
         n = next;
     }
-    c->out_head = c->out_tail = NULL;
+    c->out_head = c->out_tail = c->unsealed = NULL;
     c->out_bytes = 0;
+}
+
+/* Replaces the queued application bytes with the wire bytes the transport makes of them. */
+static int seal_pending(struct sb_conn *c)
+{
+    struct sb_qnode *plain = c->unsealed, **link = &c->out_head;
+    while (*link != plain)
+        link = &(*link)->next;
+    /* Detach the application bytes; the seal hook appends wire bytes in their place. */
+    *link = NULL;
+    /* link is the `next` field, the first member, of the node before: that node is the tail. */
+    c->out_tail = link == &c->out_head ? NULL : (struct sb_qnode *)link;
+    c->unsealed = NULL;
+    c->flags |= SB_CF_SEALING;
+    int r = 0;
+    struct iovec iov[SB_SEND_IOV_MAX];
+    struct sb_qnode *n = plain;
+    while (n && r == 0) {
+        size_t k = 0;
+        for (; n && k < SB_SEND_IOV_MAX; n = n->next, k++) {
+            iov[k].iov_base = n->ch->data + n->off;
+            iov[k].iov_len = n->len;
+            c->out_bytes -= n->len;
+        }
+        r = c->ls->tp->seal(c, c->tp, iov, k);
+    }
+    c->flags &= (uint16_t)~SB_CF_SEALING;
+    while (plain) {
+        struct sb_qnode *next = plain->next;
+        sb_chunk_unref(c->w, plain->ch);
+        qnode_put(c->w, plain);
+        plain = next;
+    }
+    return r;
 }
 
 static void start_send(struct sb_conn *c)
 {
+    if (c->unsealed) {
+        int r = seal_pending(c);
+        if (r < 0) {
+            sb_conn_close(c, r);
+            return;
+        }
+        if (!c->out_head)
+            return;
+    }
     struct sb_sendctx *ctx = sendctx_get(c->w);
     if (!ctx) {
         sb_conn_close(c, -ENOMEM);
@@ -574,6 +642,7 @@ int sb_conn_handoff(struct sb_conn *c, unsigned to)
 struct sb_handoff_msg {
     int fd;
     const struct sb_listener *ls;
+    void *tp;
     uint64_t id;
     uint8_t *in;
     uint32_t in_len, in_cap;
@@ -592,6 +661,7 @@ static void send_handoff(struct sb_conn *c)
     }
     m->fd = c->fd;
     m->ls = c->ls;
+    m->tp = c->tp;
     m->id = c->id;
     /* The input buffer changes owner with the message; jemalloc frees across threads. */
     m->in = c->in;
@@ -615,7 +685,8 @@ void sb__conn_handoff_arrive(struct sb_worker *w, void *arg)
     struct sb_handoff_msg *m = arg;
     struct sb_conn *c = sb__conn_alloc(w, m->fd, m->ls);
     if (!c) {
-        sb_log(SB_LOG_ERROR, -ENOMEM, "handoff of connection %llx refused", (unsigned long long)m->id);
+        sb_log(SB_LOG_ERROR, -ENOMEM, "handoff of connection %llx refused",
+               (unsigned long long)m->id);
         close(m->fd);
         free(m->in);
         free(m);
@@ -624,6 +695,7 @@ void sb__conn_handoff_arrive(struct sb_worker *w, void *arg)
     }
     w->conn_seq--; /* the connection keeps its id */
     c->id = m->id;
+    c->tp = m->tp;
     c->in = m->in;
     c->in_len = m->in_len;
     c->in_cap = m->in_cap;
@@ -646,6 +718,8 @@ static void finish(struct sb_conn *c)
     close(c->fd);
     queue_release(c);
     input_release(c);
+    if (c->ls->tp)
+        c->ls->tp->close(c, c->tp);
     c->ls->ops->on_close(c, c->close_err);
     atomic_fetch_sub_explicit(&w->nconns, 1, memory_order_relaxed);
     atomic_fetch_sub_explicit(&w->e->nconns, 1, memory_order_relaxed);

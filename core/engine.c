@@ -49,8 +49,9 @@ static bool is_pow2(unsigned n)
 
 int sb_engine_create(const struct sb_engine_config *cfg, struct sb_engine **out)
 {
-    if (!is_pow2(cfg->recv_buffers) || cfg->recv_buffers > 32768 || !is_pow2(cfg->mailbox_entries) ||
-        cfg->recv_buffer_size < 512 || cfg->ring_entries < 64 || cfg->workers > 256)
+    if (!is_pow2(cfg->recv_buffers) || cfg->recv_buffers > 32768 ||
+        !is_pow2(cfg->mailbox_entries) || cfg->recv_buffer_size < 512 || cfg->ring_entries < 64 ||
+        cfg->workers > 256)
         return -EINVAL;
     cpu_set_t allowed;
     CPU_ZERO(&allowed);
@@ -90,15 +91,16 @@ int sb_engine_create(const struct sb_engine_config *cfg, struct sb_engine **out)
     }
     char desc[256];
     sb_features_describe(&e->feat, desc, sizeof(desc));
-    sb_log(SB_LOG_INFO, 0, "io_uring %s: %s", cfg->io_mode == SB_IO_COMPAT ? "compat (5.15)" : "auto",
-           desc);
+    sb_log(SB_LOG_INFO, 0, "io_uring %s: %s",
+           cfg->io_mode == SB_IO_COMPAT ? "compat (5.15)" : "auto", desc);
     *out = e;
     return 0;
 }
 
 static int resolve(const char *host, unsigned port, struct sockaddr_storage *ss, socklen_t *len)
 {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *res;
     char portstr[16];
@@ -156,9 +158,8 @@ int sb_engine_listen(struct sb_engine *e, const char *host, unsigned port,
             struct sockaddr_storage got;
             socklen_t glen = sizeof(got);
             getsockname(fd, (struct sockaddr *)&got, &glen);
-            unsigned p = ntohs(got.ss_family == AF_INET6
-                                   ? ((struct sockaddr_in6 *)&got)->sin6_port
-                                   : ((struct sockaddr_in *)&got)->sin_port);
+            unsigned p = ntohs(got.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&got)->sin6_port
+                                                         : ((struct sockaddr_in *)&got)->sin_port);
             if (ss.ss_family == AF_INET6)
                 ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)p);
             else
@@ -175,6 +176,17 @@ int sb_engine_listen(struct sb_engine *e, const char *host, unsigned port,
     if (bound_port)
         *bound_port = ls->port;
     return 0;
+}
+
+int sb_engine_set_transport(struct sb_engine *e, unsigned port, const struct sb_transport *tp)
+{
+    for (unsigned i = 0; i < e->nlisteners; i++) {
+        if (e->listeners[i].port == port) {
+            e->listeners[i].tp = tp;
+            return 0;
+        }
+    }
+    return -ENOENT;
 }
 
 static void *worker_main(void *arg);
@@ -407,6 +419,14 @@ static bool mailbox_pending(struct sb_worker *w)
 
 /* ---- accept -------------------------------------------------------------------------------- */
 
+static void refused_close(struct sb_conn *c, int err)
+{
+}
+
+/* The callbacks of a connection its transport refused: the app never saw it. */
+static const struct sb_conn_ops refused_ops = {.on_close = refused_close};
+static const struct sb_listener refused = {.ops = &refused_ops};
+
 static void on_accept(struct sb_wlistener *l, int res, unsigned flags)
 {
     struct sb_worker *w = l->w;
@@ -424,7 +444,8 @@ static void on_accept(struct sb_wlistener *l, int res, unsigned flags)
     }
     if (res < 0) {
         if (res == -EMFILE || res == -ENFILE || res == -ENOMEM || res == -ENOBUFS) {
-            sb_log(SB_LOG_WARN, res, "accept failed; pausing accepts for 100 ms (raise ulimit -n?)");
+            sb_log(SB_LOG_WARN, res,
+                   "accept failed; pausing accepts for 100 ms (raise ulimit -n?)");
             w->accept_retry_ms = w->now_ms + 100;
         }
         return;
@@ -446,6 +467,14 @@ static void on_accept(struct sb_wlistener *l, int res, unsigned flags)
         atomic_fetch_sub_explicit(&e->nconns, 1, memory_order_relaxed);
         close(res);
         sb_log(SB_LOG_WARN, -ENOMEM, "connection refused");
+        return;
+    }
+    const struct sb_transport *tp = l->ls->tp;
+    int r = tp ? tp->open(c, &c->tp) : 0;
+    if (r < 0) {
+        sb_log(SB_LOG_INFO, r, "c%llx: refused by its transport", (unsigned long long)c->id);
+        c->ls = &refused; /* no app callbacks for a connection the app never saw */
+        sb_conn_close(c, r);
         return;
     }
     l->ls->ops->on_open(c);

@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include "core/features.h"
 
@@ -32,8 +33,8 @@ enum sb_io_mode {
 };
 
 struct sb_engine_config {
-    unsigned workers;             /* threads; 0 = online CPUs */
-    bool pin_workers;             /* pin worker i to CPU i mod online CPUs */
+    unsigned workers; /* threads; 0 = online CPUs */
+    bool pin_workers; /* pin worker i to CPU i mod online CPUs */
     enum sb_io_mode io_mode;
     unsigned ring_entries;        /* submission queue entries per worker */
     unsigned recv_buffers;        /* provided receive buffers per worker, a power of two */
@@ -70,6 +71,31 @@ struct sb_conn_ops {
 };
 
 /*
+ * A transport sits between a listener's sockets and its application, which then sees only
+ * application bytes (TLS is the transport this seam exists for). NULL means plain TCP.
+ * All hooks run on the connection's worker.
+ */
+struct sb_transport {
+    /* A connection was accepted. Returns 0 or -errno to refuse it. *state is the transport's
+     * per-connection pointer; it moves with the connection in a handoff. */
+    int (*open)(struct sb_conn *c, void **state);
+    /* Bytes from the socket: pass the application bytes they yield to sb_conn_deliver().
+     * Returns 0, or -errno to close the connection. */
+    int (*recv)(struct sb_conn *c, void *state, uint8_t *data, size_t len);
+    /* Turns application bytes queued for sending (n iovecs) into wire bytes: write them with
+     * sb_conn_write_wire(). Called once per batch, just before a send. Returns 0 or -errno. */
+    int (*seal)(struct sb_conn *c, void *state, const struct iovec *iov, size_t n);
+    /* The connection is gone: free state. */
+    void (*close)(struct sb_conn *c, void *state);
+};
+
+/* For transports: hands application bytes to on_data (from the recv hook only). */
+void sb_conn_deliver(struct sb_conn *c, uint8_t *data, size_t len);
+
+/* For transports: queues wire bytes (from the seal hook only). Returns 0 or -ENOMEM. */
+int sb_conn_write_wire(struct sb_conn *c, const void *data, size_t len);
+
+/*
  * Creates an engine (probes io_uring features; logs the result). Returns 0 or -errno:
  * -ENOSYS/-EPERM when io_uring is unavailable, -EINVAL for a bad config.
  */
@@ -82,6 +108,10 @@ int sb_engine_create(const struct sb_engine_config *cfg, struct sb_engine **out)
  */
 int sb_engine_listen(struct sb_engine *e, const char *host, unsigned port,
                      const struct sb_conn_ops *ops, unsigned *bound_port);
+
+/* Sets the transport of the listener on *bound_port (as returned by sb_engine_listen), before
+ * sb_engine_start. tp must outlive the engine. Returns 0 or -ENOENT. */
+int sb_engine_set_transport(struct sb_engine *e, unsigned port, const struct sb_transport *tp);
 
 /* Starts the workers; returns when all have set up their rings, or -errno if one failed. */
 int sb_engine_start(struct sb_engine *e);

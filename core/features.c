@@ -55,7 +55,7 @@ void sb_features_describe(const struct sb_features *f, char *buf, size_t len)
              "multishot_accept=%s multishot_recv=%s buf_ring=%s msg_ring=%s coop_taskrun=%s "
              "single_issuer=%s defer_taskrun=%s send_zc=%s",
              f->multishot_accept ? "on" : "off", f->multishot_recv ? "on" : "off",
-             f->buf_ring ? "on" : "off", f->msg_ring ? "on" : "off",
-             f->coop_taskrun ? "on" : "off", f->single_issuer ? "on" : "off",
-             f->defer_taskrun ? "on" : "off", f->send_zc ? "on" : "off");
+             f->buf_ring ? "on" : "off", f->msg_ring ? "on" : "off", f->coop_taskrun ? "on" : "off",
+             f->single_issuer ? "on" : "off", f->defer_taskrun ? "on" : "off",
+             f->send_zc ? "on" : "off");
 }

@@ -58,13 +58,12 @@ static int setup_buffers(struct sb_worker *w)
     }
     if (w->e->feat.buf_ring) {
         size_t ring_bytes = n * sizeof(struct io_uring_buf);
-        void *mem = mmap(NULL, ring_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                         -1, 0);
+        void *mem =
+            mmap(NULL, ring_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (mem == MAP_FAILED)
             return -errno;
-        struct io_uring_buf_reg reg = {.ring_addr = (uint64_t)(uintptr_t)mem,
-                                       .ring_entries = n,
-                                       .bgid = SB_BGID};
+        struct io_uring_buf_reg reg = {
+            .ring_addr = (uint64_t)(uintptr_t)mem, .ring_entries = n, .bgid = SB_BGID};
         int r = io_uring_register_buf_ring(&w->ring, &reg, 0);
         if (r < 0) {
             munmap(mem, ring_bytes);

@@ -35,18 +35,19 @@ static inline uint64_t sb__ud(const void *ptr, enum sb_op op)
 }
 
 enum sb_conn_flag {
-    SB_CF_LIVE = 1 << 0,        /* slot in use */
-    SB_CF_RECV = 1 << 1,        /* a receive is armed */
-    SB_CF_SEND = 1 << 2,        /* a send is in flight */
-    SB_CF_CLOSING = 1 << 3,     /* closed: waiting for in-flight operations */
-    SB_CF_DRAINING = 1 << 4,    /* close after the output queue is sent */
-    SB_CF_PAUSED = 1 << 5,      /* output over the limit: not reading */
-    SB_CF_HANDOFF = 1 << 6,     /* moving to another worker */
-    SB_CF_ON_FLUSH = 1 << 7,    /* on the worker's flush list */
-    SB_CF_ON_REARM = 1 << 8,    /* on the worker's rearm list */
-    SB_CF_ON_REAP = 1 << 9,     /* on the worker's reap list */
-    SB_CF_CANCELLED = 1 << 10,  /* a cancel for the receive was submitted */
-    SB_CF_SHUTDOWN = 1 << 11,   /* on_shutdown was called */
+    SB_CF_LIVE = 1 << 0,       /* slot in use */
+    SB_CF_RECV = 1 << 1,       /* a receive is armed */
+    SB_CF_SEND = 1 << 2,       /* a send is in flight */
+    SB_CF_CLOSING = 1 << 3,    /* closed: waiting for in-flight operations */
+    SB_CF_DRAINING = 1 << 4,   /* close after the output queue is sent */
+    SB_CF_PAUSED = 1 << 5,     /* output over the limit: not reading */
+    SB_CF_HANDOFF = 1 << 6,    /* moving to another worker */
+    SB_CF_ON_FLUSH = 1 << 7,   /* on the worker's flush list */
+    SB_CF_ON_REARM = 1 << 8,   /* on the worker's rearm list */
+    SB_CF_ON_REAP = 1 << 9,    /* on the worker's reap list */
+    SB_CF_CANCELLED = 1 << 10, /* a cancel for the receive was submitted */
+    SB_CF_SHUTDOWN = 1 << 11,  /* on_shutdown was called */
+    SB_CF_SEALING = 1 << 12,   /* inside the transport's seal hook: writes are wire bytes */
 };
 
 struct sb_qnode {
@@ -64,6 +65,7 @@ struct sb_sendctx {
 
 struct sb_listener {
     const struct sb_conn_ops *ops;
+    const struct sb_transport *tp; /* NULL: plain TCP */
     unsigned port;
 };
 
@@ -87,6 +89,8 @@ struct sb_conn {
     uint32_t in_len, in_cap;
     uint8_t *in; /* unconsumed input, NULL while there is none */
     struct sb_qnode *out_head, *out_tail;
+    struct sb_qnode *unsealed; /* with a transport: the first node of application bytes */
+    void *tp;                  /* the transport's per-connection state */
     size_t out_bytes;
     struct sb_sendctx *send;
     uint64_t last_rx_ms;

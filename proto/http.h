@@ -31,8 +31,8 @@ struct sb_http_request {
     size_t header_len;      /* bytes of request line and headers, including the blank line */
     uint64_t content_length;
     bool has_content_length;
-    bool is_chunked;   /* Transfer-Encoding: chunked (the parser does not decode it) */
-    bool keep_alive;   /* HTTP/1.1 without "Connection: close", or 1.0 with keep-alive */
+    bool is_chunked; /* Transfer-Encoding: chunked (the parser does not decode it) */
+    bool keep_alive; /* HTTP/1.1 without "Connection: close", or 1.0 with keep-alive */
     size_t nheaders;
     struct sb_http_header headers[SB_HTTP_MAX_HEADERS];
 };

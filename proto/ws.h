@@ -33,9 +33,9 @@ enum sb_ws_close_code {
     SB_WS_CLOSE_TRY_AGAIN = 1013,
 };
 
-#define SB_WS_MAX_HEADER 14     /* 2 + 8 length + 4 mask */
-#define SB_WS_MAX_CONTROL 125   /* control frame payload limit */
-#define SB_WS_ACCEPT_LEN 28     /* base64 of a SHA-1 digest */
+#define SB_WS_MAX_HEADER 14   /* 2 + 8 length + 4 mask */
+#define SB_WS_MAX_CONTROL 125 /* control frame payload limit */
+#define SB_WS_ACCEPT_LEN 28   /* base64 of a SHA-1 digest */
 #define SB_WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 struct sb_ws_frame {

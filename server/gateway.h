@@ -48,14 +48,14 @@ enum sb_session_timer {
 };
 
 struct sb_session {
-    uint8_t state;        /* enum sb_session_state */
-    uint8_t timer;        /* enum sb_session_timer */
-    uint8_t frag_opcode;  /* opcode of the fragmented message being received, or 0 */
+    uint8_t state;       /* enum sb_session_state */
+    uint8_t timer;       /* enum sb_session_timer */
+    uint8_t frag_opcode; /* opcode of the fragmented message being received, or 0 */
     bool close_sent;
-    bool ping_pending;    /* a ping went out and nothing arrived since */
-    struct sb_utf8 utf8;  /* across the fragments of a text message */
+    bool ping_pending;   /* a ping went out and nothing arrived since */
+    struct sb_utf8 utf8; /* across the fragments of a text message */
     uint32_t msg_len, msg_cap;
-    uint8_t *msg;         /* fragments gathered so far */
+    uint8_t *msg; /* fragments gathered so far */
 };
 
 extern struct sb_gateway_config sb__gw;

@@ -16,12 +16,13 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: switchboard serve [--config FILE] [--SETTING VALUE ...]\n"
-                 "       switchboard config [--config FILE] [--SETTING VALUE ...]\n"
-                 "       switchboard version\n\n"
-                 "serve   runs the server until SIGTERM or SIGINT\n"
-                 "config  prints the effective settings in config-file syntax\n\n"
-                 "Settings (config file \"name = value\", environment SWITCHBOARD_NAME, or flag):\n");
+    fprintf(out,
+            "usage: switchboard serve [--config FILE] [--SETTING VALUE ...]\n"
+            "       switchboard config [--config FILE] [--SETTING VALUE ...]\n"
+            "       switchboard version\n\n"
+            "serve   runs the server until SIGTERM or SIGINT\n"
+            "config  prints the effective settings in config-file syntax\n\n"
+            "Settings (config file \"name = value\", environment SWITCHBOARD_NAME, or flag):\n");
     sb_config_print_help(sb_settings_table, out);
 }
 

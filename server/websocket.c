@@ -220,7 +220,8 @@ void sb__ws_timer(struct sb_conn *c)
     struct sb_session *s = session(c);
     struct sb_worker *w = sb_conn_worker(c);
     if (s->timer == SB_TIMER_CLOSE) {
-        sb_log(SB_LOG_INFO, 0, "c%llx: close handshake timed out", (unsigned long long)sb_conn_id(c));
+        sb_log(SB_LOG_INFO, 0, "c%llx: close handshake timed out",
+               (unsigned long long)sb_conn_id(c));
         sb_conn_close(c, -ETIMEDOUT);
         return;
     }
@@ -232,7 +233,8 @@ void sb__ws_timer(struct sb_conn *c)
         return;
     }
     if (s->ping_pending) {
-        sb_log(SB_LOG_INFO, 0, "c%llx: no answer to ping; closing", (unsigned long long)sb_conn_id(c));
+        sb_log(SB_LOG_INFO, 0, "c%llx: no answer to ping; closing",
+               (unsigned long long)sb_conn_id(c));
         sb_conn_close(c, -ETIMEDOUT);
         return;
     }

@@ -117,8 +117,57 @@ static void on_handoff(struct sb_conn *c)
     say(c, "arrived w%u moves=%d\n", sb_worker_id(sb_conn_worker(c)), a->moves);
 }
 
-static const struct sb_conn_ops ops = {on_open, on_data, on_timer, on_close, on_shutdown,
-                                       on_handoff};
+static const struct sb_conn_ops ops = {on_open,  on_data,     on_timer,
+                                       on_close, on_shutdown, on_handoff};
+
+/* A toy transport that XORs every byte with 0x20 on the wire: the app above it is the same line
+ * app, untouched, which is the point of the seam. */
+static atomic_int xor_open, xor_closed;
+
+static int xor_open_cb(struct sb_conn *c, void **state)
+{
+    *state = malloc(1); /* per-connection state that must follow handoffs and be freed */
+    atomic_fetch_add(&xor_open, 1);
+    return *state ? 0 : -ENOMEM;
+}
+
+static int xor_recv(struct sb_conn *c, void *state, uint8_t *data, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        data[i] ^= 0x20;
+    sb_conn_deliver(c, data, len);
+    return 0;
+}
+
+static int xor_seal(struct sb_conn *c, void *state, const struct iovec *iov, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint8_t buf[4096];
+        const uint8_t *p = iov[i].iov_base;
+        for (size_t off = 0; off < iov[i].iov_len; off += sizeof(buf)) {
+            size_t k = iov[i].iov_len - off < sizeof(buf) ? iov[i].iov_len - off : sizeof(buf);
+            for (size_t j = 0; j < k; j++)
+                buf[j] = p[off + j] ^ 0x20;
+            if (sb_conn_write_wire(c, buf, k) < 0)
+                return -ENOMEM;
+        }
+    }
+    return 0;
+}
+
+static void xor_close(struct sb_conn *c, void *state)
+{
+    free(state);
+    atomic_fetch_add(&xor_closed, 1);
+}
+
+static const struct sb_transport xor_transport = {xor_open_cb, xor_recv, xor_seal, xor_close};
+
+static void xor_buf(char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        s[i] ^= 0x20;
+}
 
 static int dial(unsigned port)
 {
@@ -158,7 +207,7 @@ static int get_line(int fd, char *buf, size_t cap)
 }
 
 static struct sb_engine *start(enum sb_io_mode mode, unsigned max_conns, size_t queue_limit,
-                               unsigned *port)
+                               unsigned *port, const struct sb_transport *tp)
 {
     struct sb_engine_config cfg;
     sb_engine_config_default(&cfg);
@@ -174,6 +223,8 @@ static struct sb_engine *start(enum sb_io_mode mode, unsigned max_conns, size_t 
     struct sb_engine *e;
     CHECK_INT(sb_engine_create(&cfg, &e), 0);
     CHECK_INT(sb_engine_listen(e, "127.0.0.1", 0, &ops, port), 0);
+    if (tp)
+        CHECK_INT(sb_engine_set_transport(e, *port, tp), 0);
     CHECK_INT(sb_engine_start(e), 0);
     return e;
 }
@@ -282,6 +333,30 @@ static void test_backpressure(unsigned port)
     close(fd);
 }
 
+/* Lines through the XOR transport, including a handoff: the transport state moves along. */
+static void test_transport(unsigned port)
+{
+    int fd = dial(port);
+    char out[] = "a\nMOVE\nb\n", line[256];
+    xor_buf(out, strlen(out));
+    put(fd, out);
+    const char *want_prefix[] = {":a", "arrived", ":b"};
+    for (int i = 0; i < 3; i++) {
+        /* Replies are XORed too, newline included: read the XORed newline ('*'). */
+        size_t n = 0;
+        struct pollfd p = {fd, POLLIN, 0};
+        while (n + 1 < sizeof(line) && poll(&p, 1, 5000) > 0 && read(fd, line + n, 1) == 1) {
+            if (line[n] == ('\n' ^ 0x20))
+                break;
+            n++;
+        }
+        xor_buf(line, n);
+        line[n] = '\0';
+        CHECK(strstr(line, want_prefix[i]) != NULL);
+    }
+    close(fd);
+}
+
 static void test_shutdown(struct sb_engine *e, unsigned port)
 {
     int fd = dial(port);
@@ -306,13 +381,21 @@ int main(void)
         enum sb_io_mode mode = m ? SB_IO_COMPAT : SB_IO_AUTO;
         fprintf(stderr, "mode %s\n", m ? "compat" : "auto");
         unsigned port;
-        struct sb_engine *e = start(mode, 1000, 1 << 20, &port);
+        struct sb_engine *e = start(mode, 1000, 1 << 20, &port, &xor_transport);
+        test_transport(port);
+        sb_engine_stop(e);
+        sb_engine_wait(e);
+        sb_engine_free(e);
+        CHECK(atomic_load(&xor_open) > 0);
+        CHECK_INT(atomic_load(&xor_closed), atomic_load(&xor_open));
+
+        e = start(mode, 1000, 1 << 20, &port, NULL);
         test_handoff(port);
         test_timer_and_mail(port);
         test_shutdown(e, port);
         sb_engine_free(e);
 
-        e = start(mode, 2, 4096, &port);
+        e = start(mode, 2, 4096, &port, NULL);
         test_max_connections(port);
         usleep(100000); /* let the closes land before the next test reuses the cap */
         test_backpressure(port);
