@@ -349,17 +349,16 @@ static void conn_input(struct sb_conn *c, uint8_t *data, size_t len)
         sb_conn_close(c, r);
 }
 
-void sb__conn_on_recv(struct sb_conn *c, int res, unsigned cqe_flags)
+void sb__conn_on_recv(struct sb_conn *c, int res, bool more, int bid)
 {
     struct sb_worker *w = c->w;
     /* Clear the armed flag first, so a close from inside on_data cancels nothing stale. */
-    if (!(cqe_flags & IORING_CQE_F_MORE))
+    if (!more)
         c->flags &= (uint16_t)~SB_CF_RECV;
-    if (cqe_flags & IORING_CQE_F_BUFFER) {
-        unsigned bid = cqe_flags >> IORING_CQE_BUFFER_SHIFT;
+    if (bid >= 0) {
         if (res > 0)
-            conn_input(c, sb__io_buffer(w, bid), (size_t)res);
-        sb__io_recycle(w, bid);
+            conn_input(c, sb__io_buffer(w, (unsigned)bid), (size_t)res);
+        sb__io_recycle(w, (unsigned)bid);
     }
     if (res == 0) {
         sb_conn_close(c, 0); /* the peer closed its side */

@@ -20,13 +20,6 @@
 
 static _Thread_local struct sb_worker *self;
 
-static uint64_t monotonic_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 void sb_engine_config_default(struct sb_engine_config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
@@ -427,11 +420,11 @@ static void refused_close(struct sb_conn *c, int err)
 static const struct sb_conn_ops refused_ops = {.on_close = refused_close};
 static const struct sb_listener refused = {.ops = &refused_ops};
 
-static void on_accept(struct sb_wlistener *l, int res, unsigned flags)
+static void on_accept(struct sb_wlistener *l, int res, bool more)
 {
     struct sb_worker *w = l->w;
     struct sb_engine *e = w->e;
-    if (!(flags & IORING_CQE_F_MORE))
+    if (!more)
         l->armed = false;
     if (l->closing) {
         if (res >= 0)
@@ -521,19 +514,18 @@ static bool listeners_closed(const struct sb_worker *w)
     return true;
 }
 
-static void dispatch(struct sb_worker *w, struct io_uring_cqe *cqe)
+void sb__worker_complete(struct sb_worker *w, uint64_t ud, int res, bool more, int bid)
 {
-    uint64_t ud = cqe->user_data;
     void *ptr = (void *)(uintptr_t)(ud & ~SB_OP_MASK);
     switch ((enum sb_op)(ud & SB_OP_MASK)) {
     case SB_OP_ACCEPT:
-        on_accept(ptr, cqe->res, cqe->flags);
+        on_accept(ptr, res, more);
         break;
     case SB_OP_RECV:
-        sb__conn_on_recv(ptr, cqe->res, cqe->flags);
+        sb__conn_on_recv(ptr, res, more, bid);
         break;
     case SB_OP_SEND:
-        sb__conn_on_send(ptr, cqe->res);
+        sb__conn_on_send(ptr, res);
         break;
     case SB_OP_EVENTFD:
         if (atomic_load(&w->e->stopping) && !w->stopping)
@@ -543,8 +535,8 @@ static void dispatch(struct sb_worker *w, struct io_uring_cqe *cqe)
     case SB_OP_MSG_WAKE:
         break; /* the loop drains the mailboxes on every iteration */
     case SB_OP_IGNORE:
-        if (cqe->res < 0 && cqe->res != -ENOENT && cqe->res != -EALREADY)
-            sb_log(SB_LOG_DEBUG, cqe->res, "auxiliary operation failed");
+        if (res < 0 && res != -ENOENT && res != -EALREADY)
+            sb_log(SB_LOG_DEBUG, res, "auxiliary operation failed");
         break;
     }
 }
@@ -571,7 +563,7 @@ static void worker_loop(struct sb_worker *w)
 {
     rearm_accepts(w);
     for (;;) {
-        w->now_ms = monotonic_ms();
+        w->now_ms = sb__clock_ms();
         mailbox_retry_overflow(w);
         mailbox_drain(w);
         sb__wheel_expire(&w->wheel, w->now_ms, sb__conn_timer_fired, NULL);
@@ -592,19 +584,14 @@ static void worker_loop(struct sb_worker *w)
             timeout = 0;
         int r = sb__io_wait(w, timeout);
         atomic_store(&w->sleeping, 0);
-        if (r < 0 && r != -EBUSY) {
-            sb_log(SB_LOG_ERROR, r, "io_uring wait failed");
-            break;
+        if (r < 0 && r != -EBUSY && r != -EAGAIN) {
+            /* Nothing the loop can do about it but try again; say so once a second. */
+            static _Thread_local uint64_t last_warn;
+            if (w->now_ms - last_warn >= 1000) {
+                last_warn = w->now_ms;
+                sb_log(SB_LOG_ERROR, r, "waiting for completions failed");
+            }
         }
-        w->now_ms = monotonic_ms();
-        unsigned head, n = 0;
-        struct io_uring_cqe *cqe;
-        io_uring_for_each_cqe(&w->ring, head, cqe)
-        {
-            dispatch(w, cqe);
-            n++;
-        }
-        io_uring_cq_advance(&w->ring, n);
     }
 }
 
@@ -623,7 +610,7 @@ static void *worker_main(void *arg)
         CPU_SET(w->cpu, &set);
         pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
     }
-    w->now_ms = monotonic_ms();
+    w->now_ms = sb__clock_ms();
     sb__wheel_init(&w->wheel, w->now_ms);
     int r = mailbox_init(w);
     if (r == 0)

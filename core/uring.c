@@ -213,7 +213,17 @@ int sb__io_wait(struct sb_worker *w, int timeout_ms)
         tsp = &ts;
     }
     int r = io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, tsp, NULL);
-    if (r == -ETIME || r == -EINTR)
-        return 0;
-    return r < 0 ? r : 0;
+    if (r < 0 && r != -ETIME && r != -EINTR)
+        return r;
+    w->now_ms = sb__clock_ms(); /* the wait may have been long */
+    unsigned head, n = 0;
+    io_uring_for_each_cqe(&w->ring, head, cqe)
+    {
+        int bid =
+            (cqe->flags & IORING_CQE_F_BUFFER) ? (int)(cqe->flags >> IORING_CQE_BUFFER_SHIFT) : -1;
+        sb__worker_complete(w, cqe->user_data, cqe->res, cqe->flags & IORING_CQE_F_MORE, bid);
+        n++;
+    }
+    io_uring_cq_advance(&w->ring, n);
+    return 0;
 }

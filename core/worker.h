@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/uio.h>
+#include <time.h>
 
 #include "core/chunk.h"
 #include "core/engine.h"
@@ -174,7 +175,9 @@ struct sb_engine {
 
 /* conn.c */
 struct sb_conn *sb__conn_alloc(struct sb_worker *w, int fd, const struct sb_listener *ls);
-void sb__conn_on_recv(struct sb_conn *c, int res, unsigned cqe_flags);
+/* A receive completed: res bytes (or -errno, 0 at EOF) in provided buffer bid (-1: none);
+ * more = the receive stays armed. */
+void sb__conn_on_recv(struct sb_conn *c, int res, bool more, int bid);
 void sb__conn_on_send(struct sb_conn *c, int res);
 void sb__conn_flush(struct sb_worker *w);
 void sb__conn_rearm(struct sb_worker *w);
@@ -184,7 +187,22 @@ void sb__conn_handoff_arrive(struct sb_worker *w, void *arg);
 void sb__conn_shutdown_all(struct sb_worker *w, bool force);
 void sb__conn_free_pools(struct sb_worker *w);
 
-/* uring.c: the io_uring backend. Every operation is chosen by the feature probe here. */
+/* Monotonic milliseconds. */
+static inline uint64_t sb__clock_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* engine.c: the backend reports each completion here (user_data as given when armed). */
+void sb__worker_complete(struct sb_worker *w, uint64_t user_data, int res, bool more, int bid);
+
+/*
+ * uring.c: the io_uring backend, the only file that talks to io_uring. The engine arms
+ * operations and gets completions back through sb__worker_complete; a backend for hosts without
+ * io_uring implements these same functions. Variants are chosen here by the feature probe.
+ */
 int sb__io_init(struct sb_worker *w);
 void sb__io_exit(struct sb_worker *w);
 struct io_uring_sqe *sb__io_sqe(struct sb_worker *w);
@@ -197,7 +215,8 @@ void sb__io_wake(struct sb_worker *from, struct sb_worker *to);
 /* Returns buffer bid's memory; sb__io_recycle gives it back to the kernel. */
 uint8_t *sb__io_buffer(struct sb_worker *w, unsigned bid);
 void sb__io_recycle(struct sb_worker *w, unsigned bid);
-/* Submits queued SQEs and waits for at least one completion or timeout_ms (-1: forever). */
+/* Submits what was armed, waits for a completion or timeout_ms (-1: forever), and reports
+ * every completion available. Returns 0 or -errno. */
 int sb__io_wait(struct sb_worker *w, int timeout_ms);
 
 #endif
