@@ -170,9 +170,16 @@ int sb_config_load_file(const struct sb_setting *table, void *obj, const char *p
     int lineno = 0, r = 0;
     while (fgets(line, sizeof(line), f)) {
         lineno++;
-        char *hash = strchr(line, '#');
-        if (hash)
-            *hash = '\0';
+        /* A '#' starts a comment, except inside a double-quoted value. */
+        bool quoted = false;
+        for (char *p = line; *p; p++) {
+            if (*p == '"')
+                quoted = !quoted;
+            else if (*p == '#' && !quoted) {
+                *p = '\0';
+                break;
+            }
+        }
         char *s = trim(line);
         if (!*s)
             continue;
@@ -246,7 +253,8 @@ static void format_value(const struct sb_setting *s, const void *obj, char *buf,
         snprintf(buf, len, "%s", *(const bool *)field ? "on" : "off");
         break;
     case SB_SET_STR:
-        snprintf(buf, len, "%s", *(char *const *)field ? *(char *const *)field : "");
+        /* Quoted, so that '#' and surrounding spaces survive a round trip through a file. */
+        snprintf(buf, len, "\"%s\"", *(char *const *)field ? *(char *const *)field : "");
         break;
     case SB_SET_ENUM:
         snprintf(buf, len, "%s", s->choices[*(const int *)field]);

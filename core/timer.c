@@ -59,6 +59,9 @@ void sb__wheel_expire(struct sb_wheel *wh, uint64_t now_ms, sb_timer_cb cb, void
     if (now_tick >= first + SB_WHEEL_SLOTS)
         first = now_tick - SB_WHEEL_SLOTS + 1;
     for (uint64_t tick = first; tick <= now_tick && wh->count > 0; tick++) {
+        /* Callbacks that arm a timer for a deadline already passed must land on the next
+         * tick, not in a slot this loop has gone by: sb__wheel_add reads wh->tick. */
+        wh->tick = tick;
         struct sb_timer *head = &wh->slots[tick & (SB_WHEEL_SLOTS - 1)];
         /* Detach the slot first: callbacks may arm timers into this very slot. */
         struct sb_timer pending;

@@ -31,18 +31,25 @@ static struct sb_session *session(struct sb_conn *c)
     return sb_conn_app(c);
 }
 
-/* Queues a complete response. extra holds additional header lines, each ending in CRLF. */
+/*
+ * Queues a complete response. extra holds additional header lines, each ending in CRLF; a
+ * response that closes the connection says so, and one that names Upgrade lists it too
+ * (RFC 9110 section 7.8).
+ */
 static void respond(struct sb_conn *c, int status, const char *extra, const char *type,
                     const char *body, bool keep_alive)
 {
     char head[512];
     size_t blen = body ? strlen(body) : 0;
+    bool upgrade = extra && strstr(extra, "Upgrade:");
+    const char *connection =
+        keep_alive ? (upgrade ? "Connection: Upgrade\r\n" : "")
+                   : (upgrade ? "Connection: Upgrade, close\r\n" : "Connection: close\r\n");
     int n = snprintf(head, sizeof(head),
                      "HTTP/1.1 %d %s\r\nServer: switchboard\r\nContent-Length: %zu\r\n%s%s%s%s%s"
                      "\r\n",
                      status, sb_http_reason(status), blen, type ? "Content-Type: " : "",
-                     type ? type : "", type ? "\r\n" : "",
-                     keep_alive ? "" : "Connection: close\r\n", extra ? extra : "");
+                     type ? type : "", type ? "\r\n" : "", connection, extra ? extra : "");
     uint8_t *p = sb_conn_out_reserve(c, (size_t)n + blen);
     if (!p) {
         sb_conn_close(c, -ENOMEM);
@@ -84,8 +91,7 @@ static void route_echo(struct sb_conn *c, const struct sb_http_request *req)
     const struct sb_http_header *upgrade = sb_http_find_header(req, "Upgrade");
     const struct sb_http_header *connection = sb_http_find_header(req, "Connection");
     if (!upgrade || !sb_http_has_token(upgrade->value, "websocket")) {
-        respond_error(c, 426, "Upgrade: websocket\r\nConnection: Upgrade\r\n",
-                      "this endpoint speaks WebSocket only");
+        respond_error(c, 426, "Upgrade: websocket\r\n", "this endpoint speaks WebSocket only");
         return;
     }
     if (!connection || !sb_http_has_token(connection->value, "upgrade") || req->minor_version < 1) {

@@ -107,6 +107,11 @@ static int serve(const struct sb_settings *st)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    if (st->recv_buffers & (st->recv_buffers - 1)) {
+        sb_log(SB_LOG_ERROR, 0, "recv_buffers must be a power of two (got %" PRId64 ")",
+               st->recv_buffers);
+        return 2;
+    }
     struct sb_engine_config ec;
     sb_engine_config_default(&ec);
     ec.workers = (unsigned)st->workers;

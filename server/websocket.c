@@ -91,6 +91,9 @@ static int msg_append(struct sb_session *s, const uint8_t *data, size_t len)
 /* A complete message arrived. */
 static void on_message(struct sb_conn *c, uint8_t opcode, const uint8_t *data, size_t len)
 {
+    /* After sending a close frame an endpoint sends no more data (RFC 6455 section 5.5.1). */
+    if (session(c)->close_sent)
+        return;
     if (sb__ws_send(c, opcode, data, len) < 0)
         sb_conn_close(c, -ENOMEM);
 }
