@@ -892,9 +892,11 @@ static int start_workers(struct lg_worker *ws, unsigned n)
     return err ? (int)i : (int)n;
 }
 
-static void watch_workers(struct lg_worker *ws, unsigned n, lg_progress_cb progress, void *ctx)
+static void watch_workers(struct lg_worker *ws, unsigned n, lg_progress_cb progress, void *ctx,
+                          unsigned period_ms)
 {
-    uint64_t start = lg_now_ns(), next = start + 1000000000ULL;
+    uint64_t period = (uint64_t)period_ms * 1000000ULL;
+    uint64_t start = lg_now_ns(), next = start + period;
     while (!all_done(ws, n)) {
         struct timespec nap = {0, 20000000};
         nanosleep(&nap, NULL);
@@ -903,13 +905,13 @@ static void watch_workers(struct lg_worker *ws, unsigned n, lg_progress_cb progr
             struct lg_live_snapshot snap;
             sum_live(ws, n, &snap);
             progress(ctx, (double)(now - start) / 1e9, &snap);
-            next += 1000000000ULL;
+            next += period;
         }
     }
 }
 
 int lg_loop_run(const struct lg_config *cfg, const struct lg_share *share, lg_progress_cb progress,
-                void *ctx, struct lg_stats *out)
+                void *ctx, unsigned period_ms, struct lg_stats *out)
 {
     memset(out, 0, sizeof(*out));
     unsigned n = share->threads ? share->threads : 1;
@@ -934,7 +936,7 @@ int lg_loop_run(const struct lg_config *cfg, const struct lg_share *share, lg_pr
         started = (unsigned)s;
         if (started < n)
             err = -EAGAIN;
-        watch_workers(ws, n, progress, ctx);
+        watch_workers(ws, n, progress, ctx, period_ms);
     }
     for (unsigned i = 0; i < started; i++) {
         pthread_join(ws[i].thread, NULL);

@@ -187,16 +187,16 @@ struct lg_share {
     unsigned worker_base; /* global number of the first worker (spreads CPUs over processes) */
 };
 
-/* Called once a second on the runner's thread with the summed live figures. */
+/* Called periodically on the runner's thread with the summed live figures. */
 typedef void (*lg_progress_cb)(void *ctx, double elapsed_s, const struct lg_live_snapshot *snap);
 
 /*
- * Runs share to the end on share->threads workers, calling progress once a second, and merges
+ * Runs share to the end on share->threads workers, calling progress every period_ms, and merges
  * their statistics into *out (zeroed first). Returns 0, or -errno when a worker could not set up
  * (after printing why to stderr); *out still holds what the other workers measured.
  */
 int lg_loop_run(const struct lg_config *cfg, const struct lg_share *share, lg_progress_cb progress,
-                void *ctx, struct lg_stats *out);
+                void *ctx, unsigned period_ms, struct lg_stats *out);
 
 /* Asks every worker of this process to stop early (async-signal-safe). */
 void lg_loop_request_stop(void);

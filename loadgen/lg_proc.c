@@ -132,7 +132,8 @@ static _Noreturn void child_main(const struct lg_config *cfg, const struct lg_pl
     uint8_t *buf = malloc(cap);
     if (!s || !buf)
         _exit(3);
-    int err = lg_loop_run(cfg, &share, child_progress, &fd, s);
+    /* More often than the parent prints, so that its line is never a second behind. */
+    int err = lg_loop_run(cfg, &share, child_progress, &fd, 250, s);
     lg_wire_put32(buf, (uint32_t)err);
     ssize_t n = lg_stats_serialize(s, buf + 4, cap - 4);
     if (n < 0 || write_record(fd, LG_REC_RESULT, buf, 4 + (size_t)n) < 0)
@@ -309,7 +310,7 @@ int lg_proc_run(const struct lg_config *cfg, const struct lg_plan *plan, lg_prog
     if (plan->processes == 1) {
         struct lg_share share;
         share_of(cfg, plan, 0, &share);
-        return lg_loop_run(cfg, &share, progress, ctx, out);
+        return lg_loop_run(cfg, &share, progress, ctx, 1000, out);
     }
     memset(out, 0, sizeof(*out));
     struct child *cs = calloc(plan->processes, sizeof(*cs));

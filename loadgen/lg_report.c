@@ -172,12 +172,14 @@ bool lg_report_hints(FILE *out, const struct lg_config *cfg, const struct lg_pla
     if (c[LG_C_FAIL_UNREACHABLE])
         fprintf(out, "hint: network unreachable: check the --target and --source-from "
                      "addresses.\n");
-    if (c[LG_C_LATE])
+    /* A few late sends are scheduler jitter; more than 0.1% means loadgen fell behind. */
+    if (c[LG_C_LATE] * 1000 > c[LG_C_MSGS_SENT])
         fprintf(out,
-                "warning: %llu sends were more than 1 ms behind schedule: loadgen could "
-                "not keep --rate (those delays are part of the latencies); use more "
-                "--threads or a lower --rate.\n",
-                ull(c[LG_C_LATE]));
+                "warning: %llu of %llu sends (%.2f%%) were more than 1 ms behind schedule: "
+                "loadgen could not keep --rate (the delay is part of the latencies); use "
+                "more --threads or a lower --rate.\n",
+                ull(c[LG_C_LATE]), ull(c[LG_C_MSGS_SENT]),
+                100.0 * (double)c[LG_C_LATE] / (double)c[LG_C_MSGS_SENT]);
     if (c[LG_C_MISMATCHED] || c[LG_C_PROTO_ERRORS]) {
         failed = true;
         fprintf(out, "switchboard-loadgen: error: %llu mismatched echoes, %llu protocol errors\n",
