@@ -303,6 +303,43 @@ class HygieneTest(FreshServerTest):
         self.assertEqual(srv.health()[0], 200)
 
 
+class ConnectionLimitTest(ServerTestCase):
+    LIMIT = 10
+    server_settings = {"max_connections": LIMIT}
+
+    def test_connections_over_the_limit_are_closed(self):
+        clients = [RawWS(self.port) for _ in range(self.LIMIT)]
+        try:
+            with HttpConn(self.port) as extra:
+                extra.send(b"GET /api/health HTTP/1.1\r\nHost: t\r\n\r\n")
+                self.assertTrue(extra.closed_within(5), "connection over max_connections served")
+            for ws in clients:  # the ones inside the limit are untouched
+                self.assertEqual(ws.echo(TEXT, b"in"), (TEXT, b"in"))
+            # A slot freed by a close can be used again (the count is not leaked).
+            clients.pop().close()
+            deadline = time.monotonic() + 5
+            while True:
+                try:
+                    clients.append(RawWS(self.port))
+                    break
+                except (PeerClosed, ConnectionError, AssertionError):
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+            self.assertEqual(clients[-1].echo(BINARY, b"again"), (BINARY, b"again"))
+        finally:
+            for ws in clients:
+                ws.close()
+        # Everything closed: plain requests are served again.
+        self.assertTrue(wait_until(lambda: self._health_ok(), 5), "health after the limit test")
+
+    def _health_ok(self):
+        try:
+            return self.srv.health(timeout=2)[0] == 200
+        except (PeerClosed, ConnectionError, TimeoutError):
+            return False
+
+
 # --------------------------------------------------------------------------------------------
 # Misbehaving clients
 # --------------------------------------------------------------------------------------------

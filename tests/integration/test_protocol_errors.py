@@ -141,6 +141,16 @@ class ProtocolErrorTest(ViolationMixin, ServerTestCase):
                            F(CONT, os.urandom(half), fin=False) + F(CONT, b"x"))
             ws.expect_close(self, TOO_BIG, timeout=10, eof_timeout=5, reply=sent)
 
+    def test_length_with_top_bit_set(self):
+        # RFC 6455 5.2: the most significant bit of a 64-bit length must be 0. Either a
+        # protocol error or "too big" is a fair answer; serving it is not.
+        for length in (1 << 63, (1 << 64) - 1):
+            with self.subTest(length=length), RawWS(self.port) as ws:
+                ws.send(F(BINARY, b"", length=length))
+                f = ws.read_close(timeout=10)
+                self.assertIn(f.close_code, (PROTOCOL_ERROR, TOO_BIG), f)
+                self.assertTrue(ws.closed_within(5))
+
     def test_message_at_limit_is_echoed(self):
         data = os.urandom(DEFAULT_MAX)
         with RawWS(self.port) as ws:
