@@ -210,9 +210,42 @@ static ssize_t take_header(struct lg_ws_rx *rx, const uint8_t *data, size_t len)
     return err ? err : h - (ssize_t)old;
 }
 
+/*
+ * The common case: a whole unfragmented message (or control frame) inside this read. It is
+ * delivered straight from the caller's buffer, without touching rx. Returns the bytes used, 0
+ * when the general path must handle the frame, or a negative errno.
+ */
+static ssize_t whole_frame(struct lg_ws_rx *rx, const uint8_t *data, size_t len, lg_ws_msg_cb cb,
+                           void *ctx)
+{
+    struct sb_ws_frame f;
+    ssize_t h = sb_ws_decode_header(data, len, &server_frames, &f);
+    if (h < 0)
+        return h == -EAGAIN ? 0 : -EPROTO;
+    bool control = f.opcode >= SB_WS_CLOSE;
+    if (f.payload_len > len - (size_t)h ||
+        (!control && (!f.fin || f.opcode == SB_WS_CONT || rx->in_message)))
+        return 0;
+    size_t plen = (size_t)f.payload_len;
+    struct lg_ws_msg m = {f.opcode, plen, data + h,
+                          control || plen < LG_WS_HEAD ? plen : LG_WS_HEAD};
+    int err = cb(ctx, &m);
+    return err ? err : h + (ssize_t)plen;
+}
+
 int lg_ws_parse(struct lg_ws_rx *rx, const uint8_t *data, size_t len, lg_ws_msg_cb cb, void *ctx)
 {
     while (len > 0) {
+        if (!rx->in_frame && rx->hdr_len == 0) {
+            ssize_t used = whole_frame(rx, data, len, cb, ctx);
+            if (used < 0)
+                return (int)used;
+            if (used > 0) {
+                data += used;
+                len -= (size_t)used;
+                continue;
+            }
+        }
         if (!rx->in_frame) {
             ssize_t used = take_header(rx, data, len);
             if (used < 0)
