@@ -464,8 +464,14 @@ static void on_send(struct lg_worker *w, struct lg_conn *c, int res)
     }
     b->len = 0;
     c->tx_off = 0;
-    if (!(c->flags & LG_CF_SHUT) && tx_collecting(c)->len > 0)
+    if (!(c->flags & LG_CF_SHUT) && tx_collecting(c)->len > 0) {
         conn_send(w, c);
+    } else if (w->scn->sparse_tx) {
+        /* An idle held connection then costs only its struct; a pong reallocates. */
+        free(c->tx[0].data);
+        free(c->tx[1].data);
+        memset(c->tx, 0, sizeof(c->tx));
+    }
     maybe_finish(w, c);
 }
 

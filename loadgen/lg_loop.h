@@ -107,6 +107,7 @@ extern const struct lg_proto lg_proto_ws;
 struct lg_scenario {
     enum lg_mode mode;
     bool precise_clock; /* read the clock for every receive, not once per loop iteration */
+    bool sparse_tx;     /* connections send rarely: free send buffers as soon as they drain */
     /* RUN begins: every established connection is in LG_CS_OPEN. */
     void (*run_start)(struct lg_worker *w);
     /* Called every RUN iteration; returns the next time (ns) it wants to run, or UINT64_MAX. */
