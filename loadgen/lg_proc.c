@@ -63,7 +63,7 @@ int lg_proc_plan(const struct lg_config *cfg, struct lg_plan *plan)
                 "RLIMIT_NOFILE is %llu.\n  Raise it (ulimit -n; the hard limit is capped by "
                 "sysctl fs.nr_open, the system total by fs.file-max), or spread the connections "
                 "with a lower --per-process or more --processes.\n",
-                (unsigned long long)(per + LG_FD_RESERVE), (unsigned long long)plan->fd_limit);
+                (unsigned long long)per + LG_FD_RESERVE, (unsigned long long)plan->fd_limit);
         return -EINVAL;
     }
     uint64_t t = cfg->threads ? cfg->threads : cpu_count();
@@ -163,7 +163,7 @@ static void parse_records(struct child *c, unsigned index, struct lg_stats *out,
             break;
         const uint8_t *p = c->buf + off + LG_REC_HEADER;
         if (type == LG_REC_PROGRESS && len == 8 + LG_L_COUNT * 8) {
-            for (int i = 0; i < LG_L_COUNT; i++)
+            for (size_t i = 0; i < LG_L_COUNT; i++)
                 c->live.v[i] = lg_wire_get64(p + 8 + 8 * i);
             c->has_live = true;
         } else if (type == LG_REC_RESULT && len >= 4 &&
@@ -176,6 +176,8 @@ static void parse_records(struct child *c, unsigned index, struct lg_stats *out,
         }
         off += LG_REC_HEADER + len;
     }
+    if (off == 0)
+        return;
     memmove(c->buf, c->buf + off, c->len - off);
     c->len -= off;
 }

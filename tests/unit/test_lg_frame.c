@@ -112,7 +112,8 @@ static void test_response(void)
     CHECK_INT(lg_ws_check_response(buf, (size_t)n, key, &status), n);
     CHECK_INT(status, 101);
     /* Frames right behind the head are not part of it. */
-    memcpy(buf + n, "\x82\x00", 2);
+    buf[n] = (char)0x82;
+    buf[n + 1] = 0;
     CHECK_INT(lg_ws_check_response(buf, (size_t)n + 2, key, &status), n);
     for (int cut = 0; cut < n; cut++)
         if (lg_ws_check_response(buf, (size_t)cut, key, &status) != -EAGAIN) {
