@@ -46,10 +46,11 @@ int main(int argc, char **argv)
     install_signals();
     if (!cfg.quiet)
         fprintf(stderr,
-                "switchboard-loadgen %s: %llu connections, %u threads in %u process%s "
+                "switchboard-loadgen %s: %llu connections, %u thread%s in %u process%s "
                 "(fd limit %llu)\n",
                 lg_mode_name(cfg.mode), (unsigned long long)cfg.connections, plan.threads,
-                plan.processes, plan.processes > 1 ? "es" : "", (unsigned long long)plan.fd_limit);
+                plan.threads > 1 ? "s" : "", plan.processes, plan.processes > 1 ? "es" : "",
+                (unsigned long long)plan.fd_limit);
 
     struct lg_stats *s = calloc(1, sizeof(*s));
     if (!s)

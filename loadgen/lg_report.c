@@ -95,8 +95,9 @@ void lg_report_table(FILE *out, const struct lg_config *cfg, const struct lg_pla
 {
     fprintf(out, "switchboard-loadgen %s: ", lg_mode_name(cfg->mode));
     print_targets(out, cfg);
-    fprintf(out, " %s, %llu connections, %u threads in %u process%s\n", cfg->path,
-            ull(cfg->connections), plan->threads, plan->processes, plan->processes > 1 ? "es" : "");
+    fprintf(out, " %s, %llu connections, %u thread%s in %u process%s\n", cfg->path,
+            ull(cfg->connections), plan->threads, plan->threads > 1 ? "s" : "", plan->processes,
+            plan->processes > 1 ? "es" : "");
     fprintf(out,
             "connections   attempted %llu  established %llu  failed %llu  open at end %llu"
             "  peak %llu\n",
