@@ -367,7 +367,7 @@ void sb__conn_on_recv(struct sb_conn *c, int res, bool more, int bid)
     } else if (!(c->flags & SB_CF_RECV)) {
         want_rearm(c); /* single-shot mode, or the multishot ended (no buffers) */
     }
-    if ((c->flags & (SB_CF_CLOSING | SB_CF_HANDOFF)) && !(c->flags & SB_CF_RECV))
+    if ((c->flags & (SB_CF_CLOSING | SB_CF_DRAINING | SB_CF_HANDOFF)) && !(c->flags & SB_CF_RECV))
         want_reap(c);
 }
 

@@ -13,6 +13,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -86,6 +87,7 @@ static ssize_t on_data(struct sb_conn *c, uint8_t *data, size_t len)
             b->home = sb_worker_id(w);
             sb_worker_post(w, (b->home + 1) % nw, bounce_away, b);
         } else if (strcmp(line, "BYE") == 0) {
+            say(c, "bye w%u\n", sb_worker_id(w)); /* queued output, then the close */
             sb_conn_close_after_flush(c);
             return (ssize_t)len;
         } else {
@@ -279,8 +281,16 @@ static void test_timer_and_mail(unsigned port)
     snprintf(want, sizeof(want), "mail w%u via %u", home, (home + 1) % 2);
     get_line(fd, line, sizeof(line));
     CHECK_STR(line, want);
+    /* Regression: a draining connection must close as soon as its output is sent, not wait
+     * for something else to wake it. */
     put(fd, "BYE\n");
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    get_line(fd, line, sizeof(line));
+    CHECK(strncmp(line, "bye w", 5) == 0);
     CHECK_INT(get_line(fd, line, sizeof(line)), -1); /* EOF after BYE */
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    CHECK((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000 < 1000);
     close(fd);
 }
 
