@@ -40,7 +40,8 @@ void sb__ws_close(struct sb_conn *c, uint16_t code, const char *reason)
             rlen = sizeof(payload) - 2;
         payload[0] = (uint8_t)(code >> 8);
         payload[1] = (uint8_t)code;
-        memcpy(payload + 2, reason, rlen);
+        if (rlen)
+            memcpy(payload + 2, reason, rlen); /* reason may be NULL */
         len = 2 + rlen;
     }
     s->close_sent = true;
