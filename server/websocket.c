@@ -73,6 +73,8 @@ void sb__ws_release(struct sb_session *s)
 
 static int msg_append(struct sb_session *s, const uint8_t *data, size_t len)
 {
+    if (len == 0)
+        return 0; /* an empty fragment; s->msg may not exist yet */
     size_t need = (size_t)s->msg_len + len;
     if (need > s->msg_cap) {
         size_t cap = s->msg_cap ? s->msg_cap : 1024;
