@@ -8,6 +8,7 @@ import signal
 import socket
 import statistics
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -15,9 +16,9 @@ import unittest
 
 import websockets
 
-from sbtest import (BINARY, CLOSE, TEXT, HOST, HttpConn, PeerClosed, RawWS, Server,
-                    ServerTestCase, _result_failed, binary_is_sanitized, client_socket,
-                    close_payload, encode_frame, new_key, wait_until)
+from sbtest import (BINARY, CLOSE, HOST, SB_BIN, TEXT, HttpConn, PeerClosed, RawWS, Server,
+                    ServerTestCase, _die_with_parent, _result_failed, binary_is_sanitized,
+                    client_socket, close_payload, encode_frame, new_key, wait_until)
 
 GOING_AWAY = 1001
 
@@ -154,6 +155,26 @@ class ShutdownTest(FreshServerTest):
             srv.signal(signal.SIGTERM)
             self.assertEqual(srv.wait(10), 0)
             self.assertLess(time.monotonic() - start, 2.0 + 5)
+
+
+class StartupFailureTest(unittest.TestCase):
+    def test_busy_port_fails_cleanly(self):
+        # A port already taken: the server must report it and exit with a failure status,
+        # not crash on the way out (signal, sanitizer report).
+        if not SB_BIN or not os.access(SB_BIN, os.X_OK):
+            self.skipTest("SB_BIN is not set")
+        with socket.socket() as busy:
+            busy.bind((HOST, 0))
+            busy.listen()
+            port = busy.getsockname()[1]
+            r = subprocess.run([SB_BIN, "serve", "--listen", f"{HOST}:{port}", "--workers", "2"],
+                               stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                               timeout=30, preexec_fn=_die_with_parent)
+        bad = [line for line in r.stderr.splitlines()
+               if "Sanitizer" in line or "runtime error:" in line]
+        self.assertEqual(bad, [], r.stderr[-3000:])
+        self.assertGreater(r.returncode, 0, f"exit status {r.returncode}\n{r.stderr[-3000:]}")
+        self.assertIn("in use", r.stderr)
 
 
 # --------------------------------------------------------------------------------------------
