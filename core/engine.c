@@ -187,6 +187,7 @@ static void *worker_main(void *arg);
 int sb_engine_start(struct sb_engine *e)
 {
     pthread_barrier_init(&e->started, NULL, e->nworkers + 1);
+    e->has_barrier = true;
     /* Workers inherit this mask: signals go to the main thread, which waits for them. */
     for (unsigned i = 0; i < e->nworkers; i++) {
         int r = pthread_create(&e->workers[i].thread, NULL, worker_main, &e->workers[i]);
@@ -197,8 +198,8 @@ int sb_engine_start(struct sb_engine *e)
         }
     }
     e->running = true;
-    pthread_barrier_wait(&e->started); /* every ring is set up (or failed) */
-    pthread_barrier_wait(&e->started); /* every worker has seen the others' rings */
+    /* After this every worker has set up its ring and eventfd, or recorded why it could not. */
+    pthread_barrier_wait(&e->started);
     int err = atomic_load(&e->start_err);
     if (err < 0) {
         sb_engine_stop(e);
@@ -240,7 +241,8 @@ void sb_engine_free(struct sb_engine *e)
         }
     }
     free(e->workers);
-    pthread_barrier_destroy(&e->started);
+    if (e->has_barrier)
+        pthread_barrier_destroy(&e->started);
     free(e);
 }
 
@@ -619,7 +621,6 @@ static void *worker_main(void *arg)
         sb_log(SB_LOG_ERROR, r, "worker setup failed (recv_buffers x recv_buffer_size too large?)");
         atomic_store(&e->start_err, r);
     }
-    pthread_barrier_wait(&e->started);
     pthread_barrier_wait(&e->started);
     if (atomic_load(&e->start_err) == 0)
         worker_loop(w);

@@ -169,6 +169,7 @@ struct sb_engine {
     atomic_int stopping;
     atomic_uint_fast64_t nconns;
     pthread_barrier_t started;
+    bool has_barrier; /* started is initialised (sb_engine_start ran) */
     atomic_int start_err;
     bool running;
 };
