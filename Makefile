@@ -33,9 +33,15 @@ test: setup
 test-fast: build
 	ctest --preset release -L 'unit|integration' -j2
 
-bench: build
-	@if [ -x bench/run ]; then bench/run micro && bench/run echo-short; \
-	else echo "bench: no benchmarks yet"; fi
+# The microbenchmarks and a ~20 s echo smoke run against Node ws (docs/benchmarks.md has the
+# full scenarios: bench/run echo|latency|hold|http). Installs the peers first, and configures
+# again so that CMake finds the libraries just installed.
+bench:
+	tools/setup --bench
+	cmake --preset release >/dev/null
+	cmake --build --preset release
+	bench/run micro
+	bench/run echo-short
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h' '*.cc')
