@@ -5,10 +5,13 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/log.h"
+#include "server/chat.h"
 #include "server/gateway.h"
+#include "server/ids.h"
 
 struct sb_gateway_config sb__gw;
 static uint64_t started_ms;
@@ -81,47 +84,139 @@ static void route_health(struct sb_conn *c, bool keep_alive)
     respond(c, 200, "Cache-Control: no-store\r\n", "application/json", body, keep_alive);
 }
 
-/* Validates an upgrade request (RFC 6455 section 4.2.1) and switches to WebSocket. */
-static void route_echo(struct sb_conn *c, const struct sb_http_request *req)
+/*
+ * Checks an upgrade request (RFC 6455 section 4.2.1). On success fills accept and returns true;
+ * otherwise it has answered with the error and returns false.
+ */
+static bool upgrade_valid(struct sb_conn *c, const struct sb_http_request *req,
+                          char accept[SB_WS_ACCEPT_LEN + 1])
 {
     if (!sb_slice_eq(req->method, "GET")) {
         respond_error(c, 405, "Allow: GET\r\n", "method not allowed");
-        return;
+        return false;
     }
     const struct sb_http_header *upgrade = sb_http_find_header(req, "Upgrade");
     const struct sb_http_header *connection = sb_http_find_header(req, "Connection");
     if (!upgrade || !sb_http_has_token(upgrade->value, "websocket")) {
         respond_error(c, 426, "Upgrade: websocket\r\n", "this endpoint speaks WebSocket only");
-        return;
+        return false;
     }
     if (!connection || !sb_http_has_token(connection->value, "upgrade") || req->minor_version < 1) {
         respond_error(c, 400, NULL, "not a valid WebSocket upgrade");
-        return;
+        return false;
     }
     const struct sb_http_header *version = sb_http_find_header(req, "Sec-WebSocket-Version");
     if (!version || !sb_slice_eq(version->value, "13")) {
         respond_error(c, 426, "Sec-WebSocket-Version: 13\r\n", "unsupported WebSocket version");
-        return;
+        return false;
     }
     const struct sb_http_header *key = sb_http_find_header(req, "Sec-WebSocket-Key");
-    char accept[SB_WS_ACCEPT_LEN + 1];
     if (!key || sb_ws_accept_key(key->value.base, key->value.len, accept) < 0) {
         respond_error(c, 400, NULL, "missing or invalid Sec-WebSocket-Key");
-        return;
+        return false;
     }
-    char head[256];
+    return true;
+}
+
+/* Answers 101 and switches the session to WebSocket. protocol may be NULL. */
+static bool upgrade(struct sb_conn *c, const char *accept, const char *protocol, uint8_t route)
+{
+    char head[320];
     int n = snprintf(head, sizeof(head),
                      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                     "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
-                     accept);
+                     "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s%s%s\r\n",
+                     accept, protocol ? "Sec-WebSocket-Protocol: " : "", protocol ? protocol : "",
+                     protocol ? "\r\n" : "");
     if (sb_conn_write(c, head, (size_t)n) < 0) {
         sb_conn_close(c, -ENOMEM);
-        return;
+        return false;
     }
     struct sb_session *s = session(c);
     s->state = SB_SESS_WS;
+    s->route = route;
     s->timer = sb__gw.ping_interval_ms ? SB_TIMER_PING : SB_TIMER_NONE;
     sb_conn_set_timer(c, sb__gw.ping_interval_ms);
+    return true;
+}
+
+static void route_echo(struct sb_conn *c, const struct sb_http_request *req)
+{
+    char accept[SB_WS_ACCEPT_LEN + 1];
+    if (upgrade_valid(c, req, accept))
+        upgrade(c, accept, NULL, SB_ROUTE_ECHO);
+}
+
+static void respond_unauthorized(struct sb_conn *c, const char *reason)
+{
+    char body[160];
+    snprintf(body, sizeof(body), "{\"error\":\"unauthorized\",\"reason\":\"%s\",\"status\":401}\n",
+             reason);
+    respond(c, 401, "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n", "application/json",
+            body, false);
+    sb_log(SB_LOG_INFO, 0, "c%llx: /ws refused: %s", (unsigned long long)sb_conn_id(c), reason);
+}
+
+/*
+ * /ws: authenticate, answer 101, then move the connection to its user's home worker, which
+ * registers the device (sb_chat_register via on_handoff).
+ */
+static void route_chat(struct sb_conn *c, const struct sb_http_request *req)
+{
+    char accept[SB_WS_ACCEPT_LEN + 1];
+    if (!upgrade_valid(c, req, accept))
+        return;
+    /* A browser that offers subprotocols must get one back: the JSON protocol's name. */
+    const struct sb_http_header *protos = sb_http_find_header(req, "Sec-WebSocket-Protocol");
+    if (protos && !sb_http_has_token(protos->value, "switchboard.json")) {
+        respond_error(c, 400, NULL, "subprotocols offered, but not switchboard.json");
+        return;
+    }
+    struct sb_jwt_claims claims;
+    bool has_token;
+    enum sb_jwt_error e = sb_auth_request(sb__gw.auth, req, time(NULL), &claims, &has_token);
+    if (!has_token) {
+        respond_unauthorized(c, "missing token");
+        return;
+    }
+    if (e != SB_JWT_OK) {
+        respond_unauthorized(c, sb_jwt_strerror(e));
+        return;
+    }
+    if (!sb_user_id_valid(claims.sub, strlen(claims.sub))) {
+        respond_unauthorized(c, "subject is not a valid user id");
+        return;
+    }
+    struct sb_chat_login *login = calloc(1, sizeof(*login));
+    if (!login) {
+        respond_error(c, 503, NULL, "out of memory");
+        return;
+    }
+    memcpy(login->user, claims.sub, strlen(claims.sub) + 1);
+    login->is_admin = sb_jwt_has_scope(&claims, "admin");
+    ssize_t dn = sb_http_query_param(req->query, "device", login->device, sizeof(login->device));
+    if (dn == -ENOENT || dn == 0) {
+        snprintf(login->device, sizeof(login->device), "d%llx", (unsigned long long)sb_conn_id(c));
+    } else if (dn < 0 || !sb_user_id_valid(login->device, (size_t)dn)) {
+        free(login);
+        respond_error(c, 400, NULL, "device must be 1-32 bytes of [A-Za-z0-9_.@-]");
+        return;
+    }
+    if (!upgrade(c, accept, protos ? "switchboard.json" : NULL, SB_ROUTE_CHAT)) {
+        free(login);
+        return;
+    }
+    struct sb_session *s = session(c);
+    s->chat = login;
+    struct sb_worker *w = sb_conn_worker(c);
+    unsigned home =
+        sb_home_worker(login->user, strlen(login->user), sb_engine_workers(sb__gw.engine));
+    if (home != sb_worker_id(w)) {
+        if (sb_conn_handoff(c, home) < 0)
+            sb_conn_close(c, -EIO);
+    } else if (sb_chat_register(c, login) < 0) {
+        s->chat = NULL;
+        sb_conn_close(c, -ENOMEM);
+    }
 }
 
 static void route(struct sb_conn *c, const struct sb_http_request *req)
@@ -136,6 +231,10 @@ static void route(struct sb_conn *c, const struct sb_http_request *req)
     }
     if (sb__gw.echo && sb_slice_eq(req->path, "/echo")) {
         route_echo(c, req);
+        return;
+    }
+    if (sb_slice_eq(req->path, "/ws")) {
+        route_chat(c, req);
         return;
     }
     respond_error(c, 404, NULL, "not found");
@@ -200,6 +299,9 @@ static ssize_t on_data(struct sb_conn *c, uint8_t *data, size_t len)
         if (n == 0)
             break;
         off += n;
+        /* Moving to the user's home worker: what follows is for that worker to read. */
+        if (s->route == SB_ROUTE_CHAT && !s->chat_registered)
+            return (ssize_t)off;
         if (s->state == SB_SESS_HTTP && !sb_conn_is_closing(c))
             sb_conn_set_timer(c, sb__gw.handshake_timeout_ms);
     }
@@ -223,6 +325,8 @@ static void on_close(struct sb_conn *c, int err)
     if (err && err != -ECONNRESET && err != -EPIPE && err != -ETIMEDOUT)
         sb_log(SB_LOG_INFO, err, "c%llx: connection error", (unsigned long long)sb_conn_id(c));
     sb__ws_release(session(c));
+    if (session(c)->route == SB_ROUTE_CHAT)
+        sb_chat_unregister(c);
 }
 
 static void on_shutdown(struct sb_conn *c)
@@ -238,6 +342,11 @@ static void on_handoff(struct sb_conn *c)
 {
     /* The session moved as it was; only its timer stayed behind on the old worker. */
     struct sb_session *s = session(c);
+    if (s->route == SB_ROUTE_CHAT && !s->chat_registered && sb_chat_register(c, s->chat) < 0) {
+        s->chat = NULL;
+        sb_conn_close(c, -ENOMEM);
+        return;
+    }
     if (s->state == SB_SESS_HTTP)
         sb_conn_set_timer(c, sb__gw.handshake_timeout_ms);
     else if (s->timer == SB_TIMER_CLOSE)

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "core/engine.h"
+#include "server/auth.h"
 #include "proto/http.h"
 #include "proto/utf8.h"
 #include "proto/ws.h"
@@ -22,6 +23,7 @@ struct sb_gateway_config {
     uint64_t max_message_size;
     struct sb_http_limits http_limits;
     bool echo;
+    const struct sb_auth *auth; /* for /ws */
 };
 
 /* Sets the configuration every connection uses. Main thread, before sb_engine_start. */
@@ -40,6 +42,11 @@ enum sb_session_state {
     SB_SESS_WS,
 };
 
+enum sb_session_route {
+    SB_ROUTE_ECHO, /* /echo: every message comes back */
+    SB_ROUTE_CHAT, /* /ws: the JSON messaging protocol */
+};
+
 enum sb_session_timer {
     SB_TIMER_NONE,
     SB_TIMER_HANDSHAKE, /* request not complete in time; also HTTP keep-alive idle */
@@ -49,13 +56,16 @@ enum sb_session_timer {
 
 struct sb_session {
     uint8_t state;       /* enum sb_session_state */
+    uint8_t route;       /* enum sb_session_route */
     uint8_t timer;       /* enum sb_session_timer */
     uint8_t frag_opcode; /* opcode of the fragmented message being received, or 0 */
     bool close_sent;
-    bool ping_pending;   /* a ping went out and nothing arrived since */
-    struct sb_utf8 utf8; /* across the fragments of a text message */
+    bool ping_pending;    /* a ping went out and nothing arrived since */
+    bool chat_registered; /* chat is the device record, not the pending login */
+    struct sb_utf8 utf8;  /* across the fragments of a text message */
     uint32_t msg_len, msg_cap;
     uint8_t *msg; /* fragments gathered so far */
+    void *chat;   /* /ws: struct sb_chat_login until registered, then the device */
 };
 
 extern struct sb_gateway_config sb__gw;

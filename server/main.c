@@ -8,9 +8,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/engine.h"
 #include "core/log.h"
+#include "server/auth.h"
+#include "server/chat.h"
 #include "server/gateway.h"
 #include "server/settings.h"
 
@@ -90,6 +93,16 @@ static int split_hostport(const char *s, char *host, size_t hostlen, unsigned *p
     return 0;
 }
 
+static int init_auth(const struct sb_settings *st, struct sb_auth *auth)
+{
+    char err[256];
+    int r = sb_auth_init(auth, st->jwt_secret, st->jwt_keys_file, st->jwt_leeway_s,
+                         st->jwt_require_exp, err, sizeof(err));
+    if (r < 0)
+        fprintf(stderr, "switchboard: %s\n", err);
+    return r;
+}
+
 static int serve(const struct sb_settings *st)
 {
     char host[256];
@@ -131,6 +144,23 @@ static int serve(const struct sb_settings *st)
                r == -EPERM || r == -ENOSYS ? " (io_uring is disabled on this host)" : "");
         return 1;
     }
+    static struct sb_auth auth; /* read by every worker; lives as long as the process */
+    if (init_auth(st, &auth) < 0) {
+        sb_engine_free(e);
+        return 2;
+    }
+    if (auth.is_dev)
+        sb_log(SB_LOG_WARN, 0,
+               "no jwt_secret or jwt_keys_file: accepting tokens signed with "
+               "the DEVELOPMENT secret (`switchboard token` mints them); set a "
+               "secret before exposing this server");
+    struct sb_chat_config cc = {.engine = e,
+                                .workers = sb_engine_workers(e),
+                                .history_max = (uint32_t)st->history_max_messages};
+    if (sb_chat_init(&cc) < 0) {
+        sb_engine_free(e);
+        return 1;
+    }
     struct sb_gateway_config gc = {
         .engine = e,
         .handshake_timeout_ms = (uint64_t)st->handshake_timeout_ms,
@@ -141,6 +171,7 @@ static int serve(const struct sb_settings *st)
                         .max_header_bytes = st->max_header_size,
                         .max_headers = SB_HTTP_MAX_HEADERS},
         .echo = st->echo,
+        .auth = &auth,
     };
     sb_gateway_init(&gc);
     unsigned bound;
@@ -148,11 +179,13 @@ static int serve(const struct sb_settings *st)
     if (r < 0) {
         sb_log(SB_LOG_ERROR, r, "cannot listen on %s", st->listen);
         sb_engine_free(e);
+        sb_chat_free();
         return 1;
     }
     r = sb_engine_start(e);
     if (r < 0) {
         sb_engine_free(e);
+        sb_chat_free();
         return 1;
     }
     char addr[300];
@@ -178,8 +211,75 @@ static int serve(const struct sb_settings *st)
     sb_engine_stop(e);
     sb_engine_wait(e);
     sb_engine_free(e);
+    sb_chat_free();
     sb_log(SB_LOG_INFO, 0, "stopped");
     return 0;
+}
+
+/* "90", "90s", "15m", "24h", "7d" -> seconds; -1 when malformed. */
+static int64_t parse_ttl(const char *s)
+{
+    char *end;
+    long long n = strtoll(s, &end, 10);
+    if (end == s || n < 0)
+        return -1;
+    int64_t unit = 1;
+    if (*end == 'm')
+        unit = 60;
+    else if (*end == 'h')
+        unit = 3600;
+    else if (*end == 'd')
+        unit = 86400;
+    else if (*end != 's' && *end != '\0')
+        return -1;
+    if (*end && end[1])
+        return -1;
+    return n * unit;
+}
+
+/* switchboard token: takes --sub, --scope and --ttl, and every setting like serve. */
+static int cmd_token(int argc, char **argv)
+{
+    const char *sub = NULL, *scope = NULL, *ttl = "24h";
+    char *rest[256];
+    int nrest = 0;
+    for (int i = 0; i < argc; i++) {
+        if (i + 1 < argc && strcmp(argv[i], "--sub") == 0)
+            sub = argv[++i];
+        else if (i + 1 < argc && strcmp(argv[i], "--scope") == 0)
+            scope = argv[++i];
+        else if (i + 1 < argc && strcmp(argv[i], "--ttl") == 0)
+            ttl = argv[++i];
+        else if (nrest < 256)
+            rest[nrest++] = argv[i];
+    }
+    int64_t ttl_s = parse_ttl(ttl);
+    if (!sub || ttl_s < 0) {
+        fprintf(stderr, "switchboard token: needs --sub USER; --ttl like 90s, 15m, 24h, 7d\n");
+        return 2;
+    }
+    struct sb_settings st;
+    memset(&st, 0, sizeof(st));
+    int r = load_settings(nrest, rest, &st);
+    struct sb_auth *auth = malloc(sizeof(*auth));
+    if (r == 0 && (!auth || init_auth(&st, auth) < 0))
+        r = 1;
+    char token[SB_JWT_MAX_TOKEN + 1];
+    if (r == 0) {
+        ssize_t n =
+            sb_auth_mint(auth, sub, (int64_t)time(NULL), ttl_s, scope, token, sizeof(token));
+        if (n < 0) {
+            fprintf(stderr, "switchboard token: cannot mint a token for \"%s\"\n", sub);
+            r = 1;
+        } else {
+            if (auth->is_dev)
+                fprintf(stderr, "switchboard token: signed with the DEVELOPMENT secret\n");
+            printf("%s\n", token);
+        }
+    }
+    free(auth);
+    sb_config_free(sb_settings_table, &st);
+    return r;
 }
 
 int main(int argc, char **argv)
@@ -197,6 +297,8 @@ int main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
+    if (strcmp(cmd, "token") == 0)
+        return cmd_token(argc - 2, argv + 2);
     if (strcmp(cmd, "serve") != 0 && strcmp(cmd, "config") != 0) {
         fprintf(stderr, "switchboard: unknown command \"%s\"\n", cmd);
         usage(stderr);

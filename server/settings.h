@@ -28,6 +28,11 @@ struct sb_settings {
     int64_t ring_entries;
     bool echo;
     int log_level; /* enum sb_log_level */
+    char *jwt_secret;
+    char *jwt_keys_file;
+    int64_t jwt_leeway_s;
+    bool jwt_require_exp;
+    int64_t history_max_messages;
 };
 
 extern const struct sb_setting sb_settings_table[];

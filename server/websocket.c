@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "server/chat.h"
 #include "server/gateway.h"
 
 static struct sb_session *session(struct sb_conn *c)
@@ -97,6 +98,13 @@ static void on_message(struct sb_conn *c, uint8_t opcode, const uint8_t *data, s
     /* After sending a close frame an endpoint sends no more data (RFC 6455 section 5.5.1). */
     if (session(c)->close_sent)
         return;
+    if (session(c)->route == SB_ROUTE_CHAT) {
+        if (opcode == SB_WS_TEXT)
+            sb_chat_on_message(c, data, len);
+        else
+            fail(c, SB_WS_CLOSE_UNSUPPORTED, "the JSON protocol takes text messages only");
+        return;
+    }
     if (sb__ws_send(c, opcode, data, len) < 0)
         sb_conn_close(c, -ENOMEM);
 }

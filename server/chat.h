@@ -1,0 +1,48 @@
+/*
+ * Messaging over the JSON mapping (docs/messaging-design.md): devices registered on their user's
+ * home worker, conversations sequenced on theirs, delivery by one mail per worker.
+ *
+ * Threads: sb_chat_init runs on the main thread before the engine starts; everything else runs
+ * on worker threads, each touching only its own shard.
+ */
+#ifndef SB_SERVER_CHAT_H
+#define SB_SERVER_CHAT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/engine.h"
+#include "server/ids.h"
+
+#define SB_DEVICE_ID_MAX 32
+#define SB_CLIENT_ID_MAX 64
+
+struct sb_chat_config {
+    struct sb_engine *engine;
+    unsigned workers;
+    uint32_t history_max; /* messages kept per conversation */
+};
+
+/* Allocates one shard per worker. Returns 0 or -ENOMEM. */
+int sb_chat_init(const struct sb_chat_config *cfg);
+void sb_chat_free(void);
+
+/* Who a connection authenticated as, carried from the accepting worker to the home worker. */
+struct sb_chat_login {
+    char user[SB_USER_ID_MAX + 1];
+    char device[SB_DEVICE_ID_MAX + 1];
+    bool is_admin;
+};
+
+/* On the user's home worker: registers the connection as a device (takes ownership of login)
+ * and sends `welcome`. Returns 0 or -ENOMEM (the caller closes the connection). */
+int sb_chat_register(struct sb_conn *c, struct sb_chat_login *login);
+
+/* A text message from a registered device. */
+void sb_chat_on_message(struct sb_conn *c, const uint8_t *data, size_t len);
+
+/* The device's connection is gone. */
+void sb_chat_unregister(struct sb_conn *c);
+
+#endif
