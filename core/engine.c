@@ -288,6 +288,23 @@ uint64_t sb_worker_now_ms(const struct sb_worker *w)
     return w->now_ms;
 }
 
+int sb_worker_write(struct sb_worker *w, struct sb_file_op *op, int fd, const struct iovec *iov,
+                    unsigned n, int64_t offset)
+{
+    if (!op->cb || n == 0 || ((uintptr_t)op & SB_OP_MASK))
+        return -EINVAL;
+    sb__io_write(w, op, fd, iov, n, offset);
+    return 0;
+}
+
+int sb_worker_fsync(struct sb_worker *w, struct sb_file_op *op, int fd, bool data_only)
+{
+    if (!op->cb || ((uintptr_t)op & SB_OP_MASK))
+        return -EINVAL;
+    sb__io_fsync(w, op, fd, data_only);
+    return 0;
+}
+
 /* ---- mailboxes ----------------------------------------------------------------------------- */
 
 /*
@@ -534,6 +551,11 @@ void sb__worker_complete(struct sb_worker *w, uint64_t ud, int res, bool more, i
             begin_stop(w);
         sb__io_arm_eventfd(w);
         break;
+    case SB_OP_FILE: {
+        struct sb_file_op *op = ptr;
+        op->cb(w, op, res);
+        break;
+    }
     case SB_OP_MSG_WAKE:
         break; /* the loop drains the mailboxes on every iteration */
     case SB_OP_IGNORE:

@@ -148,6 +148,22 @@ typedef void (*sb_mail_cb)(struct sb_worker *w, void *arg);
  */
 int sb_worker_post(struct sb_worker *from, unsigned to, sb_mail_cb fn, void *arg);
 
+/*
+ * File I/O on the worker's ring, for logs that must not block the loop. The caller owns op (and
+ * iov and the bytes they point to) until op->cb runs, once, on this worker with the result
+ * (bytes written, 0 for fsync, or -errno). Returns 0, or -errno and cb never runs.
+ */
+struct sb_file_op {
+    void (*cb)(struct sb_worker *w, struct sb_file_op *op, int res);
+} __attribute__((aligned(16))); /* completions carry its address with 4 tag bits */
+
+/* Writes iov[0..n) at offset (-1: at the file position, e.g. O_APPEND). */
+int sb_worker_write(struct sb_worker *w, struct sb_file_op *op, int fd, const struct iovec *iov,
+                    unsigned n, int64_t offset);
+
+/* fdatasync(2) when data_only, else fsync(2). */
+int sb_worker_fsync(struct sb_worker *w, struct sb_file_op *op, int fd, bool data_only);
+
 /* Application state of a connection: conn_app_size bytes, zero-filled at open. */
 void *sb_conn_app(struct sb_conn *c);
 struct sb_worker *sb_conn_worker(const struct sb_conn *c);

@@ -183,6 +183,22 @@ void sb__io_wake(struct sb_worker *from, struct sb_worker *to)
     (void)r; /* an eventfd write fails only on counter overflow, and then it is awake anyway */
 }
 
+void sb__io_write(struct sb_worker *w, struct sb_file_op *op, int fd, const struct iovec *iov,
+                  unsigned n, int64_t offset)
+{
+    struct io_uring_sqe *sqe = sb__io_sqe(w);
+    /* An offset of -1 means "the current file position", which O_APPEND makes the end. */
+    io_uring_prep_writev(sqe, fd, iov, n, offset < 0 ? (uint64_t)-1 : (uint64_t)offset);
+    io_uring_sqe_set_data64(sqe, sb__ud(op, SB_OP_FILE));
+}
+
+void sb__io_fsync(struct sb_worker *w, struct sb_file_op *op, int fd, bool data_only)
+{
+    struct io_uring_sqe *sqe = sb__io_sqe(w);
+    io_uring_prep_fsync(sqe, fd, data_only ? IORING_FSYNC_DATASYNC : 0);
+    io_uring_sqe_set_data64(sqe, sb__ud(op, SB_OP_FILE));
+}
+
 uint8_t *sb__io_buffer(struct sb_worker *w, unsigned bid)
 {
     return w->bufs + (size_t)bid * w->e->cfg.recv_buffer_size;

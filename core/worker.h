@@ -27,6 +27,7 @@ enum sb_op {
     SB_OP_EVENTFD,    /* struct sb_worker: stop request or compat wake-up */
     SB_OP_MSG_WAKE,   /* a MSG_RING wake-up from another worker (no pointer) */
     SB_OP_IGNORE,     /* cancels, buffer provisioning, MSG_RING sender side */
+    SB_OP_FILE,       /* struct sb_file_op */
 };
 #define SB_OP_MASK 0xfull
 
@@ -213,6 +214,9 @@ void sb__io_send(struct sb_worker *w, struct sb_conn *c, struct sb_sendctx *ctx)
 void sb__io_cancel(struct sb_worker *w, uint64_t user_data);
 void sb__io_arm_eventfd(struct sb_worker *w);
 void sb__io_wake(struct sb_worker *from, struct sb_worker *to);
+void sb__io_write(struct sb_worker *w, struct sb_file_op *op, int fd, const struct iovec *iov,
+                  unsigned n, int64_t offset);
+void sb__io_fsync(struct sb_worker *w, struct sb_file_op *op, int fd, bool data_only);
 /* Returns buffer bid's memory; sb__io_recycle gives it back to the kernel. */
 uint8_t *sb__io_buffer(struct sb_worker *w, unsigned bid);
 void sb__io_recycle(struct sb_worker *w, unsigned bid);

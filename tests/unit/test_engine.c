@@ -7,6 +7,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -62,6 +63,41 @@ static void bounce_away(struct sb_worker *w, void *arg)
     sb_worker_post(w, b->home, bounce_home, b);
 }
 
+/* FILE: append a line to a temp file through the worker's ring, fsync it, then report. */
+struct file_job {
+    struct sb_file_op op;
+    struct sb_conn *c;
+    int fd;
+    int step;
+    struct iovec iov;
+};
+
+static char file_path[64];
+
+static void file_done(struct sb_worker *w, struct sb_file_op *op, int res)
+{
+    struct file_job *j = (struct file_job *)op;
+    if (j->step++ == 0 && res == (int)j->iov.iov_len) {
+        sb_worker_fsync(w, &j->op, j->fd, true);
+        return;
+    }
+    say(j->c, "file w%u step=%d res=%d\n", sb_worker_id(w), j->step, res);
+    close(j->fd);
+    free(j);
+}
+
+static void start_file_job(struct sb_conn *c)
+{
+    static const char line[] = "written by a worker\n";
+    struct file_job *j = calloc(1, sizeof(*j));
+    j->op.cb = file_done;
+    j->c = c;
+    j->fd = open(file_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    j->iov.iov_base = (void *)line;
+    j->iov.iov_len = sizeof(line) - 1;
+    CHECK_INT(sb_worker_write(sb_conn_worker(c), &j->op, j->fd, &j->iov, 1, -1), 0);
+}
+
 static ssize_t on_data(struct sb_conn *c, uint8_t *data, size_t len)
 {
     struct sb_worker *w = sb_conn_worker(c);
@@ -86,6 +122,8 @@ static ssize_t on_data(struct sb_conn *c, uint8_t *data, size_t len)
             b->c = c;
             b->home = sb_worker_id(w);
             sb_worker_post(w, (b->home + 1) % nw, bounce_away, b);
+        } else if (strcmp(line, "FILE") == 0) {
+            start_file_job(c);
         } else if (strcmp(line, "BYE") == 0) {
             say(c, "bye w%u\n", sb_worker_id(w)); /* queued output, then the close */
             sb_conn_close_after_flush(c);
@@ -294,6 +332,26 @@ static void test_timer_and_mail(unsigned port)
     close(fd);
 }
 
+static void test_file_ops(unsigned port)
+{
+    snprintf(file_path, sizeof(file_path), "/tmp/sb-test-engine-%d", (int)getpid());
+    unlink(file_path);
+    int fd = dial(port);
+    char line[256];
+    put(fd, "FILE\nFILE\n");
+    for (int i = 0; i < 2; i++) {
+        get_line(fd, line, sizeof(line));
+        CHECK(strstr(line, "step=2 res=0") != NULL); /* the write, then a successful fsync */
+    }
+    close(fd);
+    char buf[128] = {0};
+    int rfd = open(file_path, O_RDONLY);
+    CHECK_INT(read(rfd, buf, sizeof(buf) - 1), 40);
+    CHECK_STR(buf, "written by a worker\nwritten by a worker\n");
+    close(rfd);
+    unlink(file_path);
+}
+
 static void test_max_connections(unsigned port)
 {
     int a = dial(port), b = dial(port);
@@ -402,6 +460,7 @@ int main(void)
         e = start(mode, 1000, 1 << 20, &port, NULL);
         test_handoff(port);
         test_timer_and_mail(port);
+        test_file_ops(port);
         test_shutdown(e, port);
         sb_engine_free(e);
 
