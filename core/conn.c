@@ -355,9 +355,12 @@ void sb__conn_on_recv(struct sb_conn *c, int res, bool more, int bid)
     /* Clear the armed flag first, so a close from inside on_data cancels nothing stale. */
     if (!more)
         c->flags &= (uint16_t)~SB_CF_RECV;
+    sb__stat_add(&w->st_recvs, 1);
     if (bid >= 0) {
-        if (res > 0)
+        if (res > 0) {
+            sb__stat_add(&w->st_bytes_in, (uint64_t)res);
             conn_input(c, sb__io_buffer(w, (unsigned)bid), (size_t)res);
+        }
         sb__io_recycle(w, (unsigned)bid);
     }
     if (res == 0) {
@@ -585,6 +588,8 @@ void sb__conn_on_send(struct sb_conn *c, int res)
         sb_conn_close(c, res);
         return;
     }
+    sb__stat_add(&w->st_sends, 1);
+    sb__stat_add(&w->st_bytes_out, (uint64_t)res);
     queue_consume(c, (size_t)res);
     if (c->out_head) {
         start_send(c); /* a short send, or more was queued meanwhile */
@@ -693,6 +698,7 @@ void sb__conn_handoff_arrive(struct sb_worker *w, void *arg)
         return;
     }
     w->conn_seq--; /* the connection keeps its id */
+    sb__stat_add(&w->st_handoffs_in, 1);
     c->id = m->id;
     c->tp = m->tp;
     c->in = m->in;

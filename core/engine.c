@@ -266,6 +266,19 @@ uint64_t sb_engine_worker_connections(const struct sb_engine *e, unsigned worker
     return atomic_load_explicit(&e->workers[worker].nconns, memory_order_relaxed);
 }
 
+void sb_engine_worker_stats(const struct sb_engine *e, unsigned worker, struct sb_worker_stats *out)
+{
+    const struct sb_worker *w = &e->workers[worker];
+    out->connections = atomic_load_explicit(&w->nconns, memory_order_relaxed);
+    out->accepted = atomic_load_explicit(&w->st_accepted, memory_order_relaxed);
+    out->refused = atomic_load_explicit(&w->st_refused, memory_order_relaxed);
+    out->bytes_in = atomic_load_explicit(&w->st_bytes_in, memory_order_relaxed);
+    out->bytes_out = atomic_load_explicit(&w->st_bytes_out, memory_order_relaxed);
+    out->recvs = atomic_load_explicit(&w->st_recvs, memory_order_relaxed);
+    out->sends = atomic_load_explicit(&w->st_sends, memory_order_relaxed);
+    out->handoffs_in = atomic_load_explicit(&w->st_handoffs_in, memory_order_relaxed);
+}
+
 /* ---- worker accessors ---------------------------------------------------------------------- */
 
 struct sb_worker *sb_worker_self(void)
@@ -465,6 +478,7 @@ static void on_accept(struct sb_wlistener *l, int res, bool more)
     uint64_t n = atomic_fetch_add_explicit(&e->nconns, 1, memory_order_relaxed);
     if (n >= e->cfg.max_connections) {
         atomic_fetch_sub_explicit(&e->nconns, 1, memory_order_relaxed);
+        sb__stat_add(&w->st_refused, 1);
         close(res);
         static _Thread_local uint64_t last_warn;
         if (w->now_ms - last_warn > 1000) {
@@ -477,10 +491,12 @@ static void on_accept(struct sb_wlistener *l, int res, bool more)
     struct sb_conn *c = sb__conn_alloc(w, res, l->ls);
     if (!c) {
         atomic_fetch_sub_explicit(&e->nconns, 1, memory_order_relaxed);
+        sb__stat_add(&w->st_refused, 1);
         close(res);
         sb_log(SB_LOG_WARN, -ENOMEM, "connection refused");
         return;
     }
+    sb__stat_add(&w->st_accepted, 1);
     const struct sb_transport *tp = l->ls->tp;
     int r = tp ? tp->open(c, &c->tp) : 0;
     if (r < 0) {

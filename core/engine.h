@@ -133,6 +133,20 @@ uint64_t sb_engine_connections(const struct sb_engine *e);
 /* Connections of one worker (relaxed snapshot; any thread). */
 uint64_t sb_engine_worker_connections(const struct sb_engine *e, unsigned worker);
 
+/* Counters of one worker since start. Single writer; readers get a relaxed snapshot. */
+struct sb_worker_stats {
+    uint64_t connections; /* open now */
+    uint64_t accepted;    /* connections accepted (handoffs not counted) */
+    uint64_t refused;     /* closed at accept: max_connections or out of memory */
+    uint64_t bytes_in, bytes_out;
+    uint64_t recvs, sends; /* completions */
+    uint64_t handoffs_in;
+};
+
+/* Fills *out with worker's counters. Any thread. */
+void sb_engine_worker_stats(const struct sb_engine *e, unsigned worker,
+                            struct sb_worker_stats *out);
+
 /* The worker running on this thread, or NULL off worker threads. */
 struct sb_worker *sb_worker_self(void);
 unsigned sb_worker_id(const struct sb_worker *w);

@@ -143,6 +143,9 @@ struct sb_worker {
     struct sb_conn *free_conns;
     uint64_t conn_seq;
     atomic_uint_fast64_t nconns;
+    /* Counters (sb_worker_stats), written only by this worker. */
+    atomic_uint_fast64_t st_accepted, st_refused, st_bytes_in, st_bytes_out, st_recvs, st_sends,
+        st_handoffs_in;
 
     struct sb_conn *flush_head, *rearm_head, *reap_head;
     struct sb_wheel wheel;
@@ -188,6 +191,13 @@ void sb__conn_timer_fired(struct sb_timer *t, void *ctx);
 void sb__conn_handoff_arrive(struct sb_worker *w, void *arg);
 void sb__conn_shutdown_all(struct sb_worker *w, bool force);
 void sb__conn_free_pools(struct sb_worker *w);
+
+/* Adds to a counter that only this thread writes: no read-modify-write instruction needed. */
+static inline void sb__stat_add(atomic_uint_fast64_t *c, uint64_t n)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
 
 /* Monotonic milliseconds. */
 static inline uint64_t sb__clock_ms(void)

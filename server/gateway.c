@@ -12,6 +12,7 @@
 #include "server/chat.h"
 #include "server/gateway.h"
 #include "server/ids.h"
+#include "server/metrics.h"
 
 struct sb_gateway_config sb__gw;
 static uint64_t started_ms;
@@ -53,6 +54,8 @@ static void respond(struct sb_conn *c, int status, const char *extra, const char
                      "\r\n",
                      status, sb_http_reason(status), blen, type ? "Content-Type: " : "",
                      type ? type : "", type ? "\r\n" : "", connection, extra ? extra : "");
+    if (status >= 400)
+        sb_metric_add(sb_conn_worker(c), SB_M_HTTP_ERRORS, 1);
     uint8_t *p = sb_conn_out_reserve(c, (size_t)n + blen);
     if (!p) {
         sb_conn_close(c, -ENOMEM);
@@ -131,6 +134,8 @@ static bool upgrade(struct sb_conn *c, const char *accept, const char *protocol,
         sb_conn_close(c, -ENOMEM);
         return false;
     }
+    sb_metric_add(sb_conn_worker(c),
+                  route == SB_ROUTE_CHAT ? SB_M_UPGRADES_CHAT : SB_M_UPGRADES_ECHO, 1);
     struct sb_session *s = session(c);
     s->state = SB_SESS_WS;
     s->route = route;
@@ -154,6 +159,7 @@ static void respond_unauthorized(struct sb_conn *c, const char *reason)
     respond(c, 401, "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n", "application/json",
             body, false);
     sb_log(SB_LOG_INFO, 0, "c%llx: /ws refused: %s", (unsigned long long)sb_conn_id(c), reason);
+    sb_metric_add(sb_conn_worker(c), SB_M_AUTH_FAILURES, 1);
 }
 
 /*
@@ -219,8 +225,38 @@ static void route_chat(struct sb_conn *c, const struct sb_http_request *req)
     }
 }
 
+static void route_metrics(struct sb_conn *c, const struct sb_http_request *req)
+{
+    if (!sb_slice_eq(req->method, "GET")) {
+        respond_error(c, 405, "Allow: GET\r\n", "method not allowed");
+        return;
+    }
+    if (sb__gw.metrics_access == SB_METRICS_ADMIN) {
+        struct sb_jwt_claims claims;
+        bool has_token;
+        enum sb_jwt_error e = sb_auth_request(sb__gw.auth, req, time(NULL), &claims, &has_token);
+        if (e != SB_JWT_OK) {
+            respond_error(c, 401, "WWW-Authenticate: Bearer\r\n", "a valid admin token is needed");
+            return;
+        }
+        if (!sb_jwt_has_scope(&claims, "admin")) {
+            respond_error(c, 403, NULL, "the token lacks the admin scope");
+            return;
+        }
+    }
+    size_t cap = 8192 + (size_t)sb_engine_workers(sb__gw.engine) * 1024;
+    char *body = malloc(cap);
+    ssize_t n = body ? sb_metrics_render(sb__gw.engine, body, cap) : -ENOMEM;
+    if (n < 0)
+        respond_error(c, 500, NULL, "cannot render metrics");
+    else
+        respond(c, 200, NULL, "text/plain; version=0.0.4", body, req->keep_alive);
+    free(body);
+}
+
 static void route(struct sb_conn *c, const struct sb_http_request *req)
 {
+    sb_metric_add(sb_conn_worker(c), SB_M_HTTP_REQUESTS, 1);
     if (sb_slice_eq(req->path, "/api/health")) {
         if (!sb_slice_eq(req->method, "GET")) {
             respond_error(c, 405, "Allow: GET\r\n", "method not allowed");
@@ -235,6 +271,10 @@ static void route(struct sb_conn *c, const struct sb_http_request *req)
     }
     if (sb_slice_eq(req->path, "/ws")) {
         route_chat(c, req);
+        return;
+    }
+    if (sb__gw.metrics_access != SB_METRICS_OFF && sb_slice_eq(req->path, "/metrics")) {
+        route_metrics(c, req);
         return;
     }
     respond_error(c, 404, NULL, "not found");

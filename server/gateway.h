@@ -24,6 +24,7 @@ struct sb_gateway_config {
     struct sb_http_limits http_limits;
     bool echo;
     const struct sb_auth *auth; /* for /ws */
+    int metrics_access;         /* enum sb_metrics_access */
 };
 
 /* Sets the configuration every connection uses. Main thread, before sb_engine_start. */
@@ -40,6 +41,12 @@ size_t sb_gateway_session_size(void);
 enum sb_session_state {
     SB_SESS_HTTP,
     SB_SESS_WS,
+};
+
+enum sb_metrics_access {
+    SB_METRICS_PUBLIC, /* anyone may read /metrics */
+    SB_METRICS_ADMIN,  /* a token with the admin scope is needed */
+    SB_METRICS_OFF,    /* /metrics answers 404 */
 };
 
 enum sb_session_route {

@@ -15,6 +15,7 @@
 #include "server/auth.h"
 #include "server/chat.h"
 #include "server/gateway.h"
+#include "server/metrics.h"
 #include "server/settings.h"
 
 static void usage(FILE *out)
@@ -157,8 +158,9 @@ static int serve(const struct sb_settings *st)
     struct sb_chat_config cc = {.engine = e,
                                 .workers = sb_engine_workers(e),
                                 .history_max = (uint32_t)st->history_max_messages};
-    if (sb_chat_init(&cc) < 0) {
+    if (sb_chat_init(&cc) < 0 || sb_metrics_init(sb_engine_workers(e)) < 0) {
         sb_engine_free(e);
+        sb_chat_free();
         return 1;
     }
     struct sb_gateway_config gc = {
@@ -172,6 +174,7 @@ static int serve(const struct sb_settings *st)
                         .max_headers = SB_HTTP_MAX_HEADERS},
         .echo = st->echo,
         .auth = &auth,
+        .metrics_access = st->metrics,
     };
     sb_gateway_init(&gc);
     unsigned bound;
@@ -180,12 +183,14 @@ static int serve(const struct sb_settings *st)
         sb_log(SB_LOG_ERROR, r, "cannot listen on %s", st->listen);
         sb_engine_free(e);
         sb_chat_free();
+        sb_metrics_free();
         return 1;
     }
     r = sb_engine_start(e);
     if (r < 0) {
         sb_engine_free(e);
         sb_chat_free();
+        sb_metrics_free();
         return 1;
     }
     char addr[300];
@@ -212,6 +217,7 @@ static int serve(const struct sb_settings *st)
     sb_engine_wait(e);
     sb_engine_free(e);
     sb_chat_free();
+    sb_metrics_free();
     sb_log(SB_LOG_INFO, 0, "stopped");
     return 0;
 }

@@ -6,6 +6,7 @@
 
 static const char *const io_modes[] = {"auto", "compat", NULL};
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
+static const char *const metrics_access[] = {"public", "admin", "off", NULL};
 
 /* Bounds keep every value inside what the engine and the protocol code accept. */
 const struct sb_setting sb_settings_table[] = {
@@ -51,5 +52,7 @@ const struct sb_setting sb_settings_table[] = {
      "refuse tokens without an expiry"},
     {"history_max_messages", SB_SET_INT, F(history_max_messages), "1000", 1, 1000000, NULL,
      "messages kept per conversation"},
+    {"metrics", SB_SET_ENUM, F(metrics), "public", 0, 0, metrics_access,
+     "who may read GET /metrics: public, admin (a token with the admin scope), off"},
     {0},
 };

@@ -33,6 +33,7 @@ struct sb_settings {
     int64_t jwt_leeway_s;
     bool jwt_require_exp;
     int64_t history_max_messages;
+    int metrics; /* enum sb_metrics_access */
 };
 
 extern const struct sb_setting sb_settings_table[];

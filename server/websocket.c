@@ -9,6 +9,7 @@
 #include "core/log.h"
 #include "server/chat.h"
 #include "server/gateway.h"
+#include "server/metrics.h"
 
 static struct sb_session *session(struct sb_conn *c)
 {
@@ -59,6 +60,7 @@ static void fail(struct sb_conn *c, uint16_t code, const char *why)
 {
     sb_log(SB_LOG_INFO, 0, "c%llx: closing with %u: %s", (unsigned long long)sb_conn_id(c), code,
            why);
+    sb_metric_add(sb_conn_worker(c), SB_M_WS_FAILURES, 1);
     struct sb_session *s = session(c);
     if (!s->close_sent)
         sb__ws_close(c, code, why);
@@ -98,6 +100,7 @@ static void on_message(struct sb_conn *c, uint8_t opcode, const uint8_t *data, s
     /* After sending a close frame an endpoint sends no more data (RFC 6455 section 5.5.1). */
     if (session(c)->close_sent)
         return;
+    sb_metric_add(sb_conn_worker(c), SB_M_WS_MESSAGES_IN, 1);
     if (session(c)->route == SB_ROUTE_CHAT) {
         if (opcode == SB_WS_TEXT)
             sb_chat_on_message(c, data, len);

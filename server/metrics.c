@@ -1,0 +1,122 @@
+#include "server/metrics.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A cache line of its own per worker, so counting never bounces a line between cores. */
+struct block {
+    _Alignas(64) atomic_uint_fast64_t v[SB_M_COUNT];
+};
+
+static struct block *blocks;
+static unsigned nblocks;
+
+static const struct {
+    const char *name, *help, *labels;
+} info[SB_M_COUNT] = {
+    [SB_M_HTTP_REQUESTS] = {"switchboard_http_requests_total", "HTTP requests received", ""},
+    [SB_M_HTTP_ERRORS] = {"switchboard_http_errors_total", "HTTP responses with status >= 400", ""},
+    [SB_M_UPGRADES_ECHO] = {"switchboard_websocket_upgrades_total",
+                            "WebSocket handshakes completed", "{endpoint=\"/echo\"}"},
+    [SB_M_UPGRADES_CHAT] = {"switchboard_websocket_upgrades_total", NULL, "{endpoint=\"/ws\"}"},
+    [SB_M_AUTH_FAILURES] = {"switchboard_auth_failures_total",
+                            "WebSocket upgrades refused for a missing or invalid token", ""},
+    [SB_M_WS_MESSAGES_IN] = {"switchboard_websocket_messages_received_total",
+                             "Complete WebSocket messages received", ""},
+    [SB_M_WS_FAILURES] = {"switchboard_websocket_failures_total",
+                          "WebSocket connections closed for a protocol violation", ""},
+};
+
+int sb_metrics_init(unsigned workers)
+{
+    blocks = aligned_alloc(64, workers * sizeof(*blocks));
+    if (!blocks)
+        return -ENOMEM;
+    for (unsigned i = 0; i < workers; i++)
+        for (unsigned m = 0; m < SB_M_COUNT; m++)
+            atomic_init(&blocks[i].v[m], 0);
+    nblocks = workers;
+    return 0;
+}
+
+void sb_metrics_free(void)
+{
+    free(blocks);
+    blocks = NULL;
+}
+
+void sb_metric_add(struct sb_worker *w, enum sb_metric m, uint64_t n)
+{
+    atomic_uint_fast64_t *c = &blocks[sb_worker_id(w)].v[m];
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+
+struct out {
+    char *buf;
+    size_t len, cap;
+};
+
+__attribute__((format(printf, 2, 3))) static void put(struct out *o, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(o->buf + (o->len < o->cap ? o->len : o->cap),
+                      o->len < o->cap ? o->cap - o->len : 0, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        o->len += (size_t)n;
+}
+
+static void header(struct out *o, const char *name, const char *help, const char *type)
+{
+    put(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* An engine counter: the sum over workers, then one sample per worker. */
+static void engine_metric(struct out *o, const struct sb_engine *e, const char *name,
+                          const char *help, const char *type, size_t field)
+{
+    header(o, name, help, type);
+    unsigned n = sb_engine_workers(e);
+    for (unsigned i = 0; i < n; i++) {
+        struct sb_worker_stats st;
+        sb_engine_worker_stats(e, i, &st);
+        uint64_t v;
+        memcpy(&v, (const char *)&st + field, sizeof(v));
+        put(o, "%s{worker=\"%u\"} %" PRIu64 "\n", name, i, v);
+    }
+}
+
+#define ENGINE(name, help, type, field)                                                            \
+    engine_metric(&o, e, name, help, type, offsetof(struct sb_worker_stats, field))
+
+ssize_t sb_metrics_render(const struct sb_engine *e, char *buf, size_t cap)
+{
+    struct out o = {buf, 0, cap};
+    ENGINE("switchboard_connections", "Open connections", "gauge", connections);
+    ENGINE("switchboard_connections_accepted_total", "Connections accepted", "counter", accepted);
+    ENGINE("switchboard_connections_refused_total",
+           "Connections closed at accept (max_connections or out of memory)", "counter", refused);
+    ENGINE("switchboard_handoffs_total", "Connections moved in from another worker", "counter",
+           handoffs_in);
+    ENGINE("switchboard_received_bytes_total", "Bytes received", "counter", bytes_in);
+    ENGINE("switchboard_sent_bytes_total", "Bytes sent", "counter", bytes_out);
+    ENGINE("switchboard_receive_completions_total", "Receive completions", "counter", recvs);
+    ENGINE("switchboard_send_completions_total", "Send completions", "counter", sends);
+    for (unsigned m = 0; m < SB_M_COUNT; m++) {
+        if (info[m].help)
+            header(&o, info[m].name, info[m].help, "counter");
+        uint64_t sum = 0;
+        for (unsigned i = 0; i < nblocks; i++)
+            sum += atomic_load_explicit(&blocks[i].v[m], memory_order_relaxed);
+        put(&o, "%s%s %" PRIu64 "\n", info[m].name, info[m].labels, sum);
+    }
+    return o.len < o.cap ? (ssize_t)o.len : -ENOSPC;
+}
