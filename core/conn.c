@@ -57,6 +57,7 @@ struct sb_conn *sb__conn_alloc(struct sb_worker *w, int fd, const struct sb_list
     c->fd = fd;
     c->flags = SB_CF_LIVE;
     c->handoff_to = -1;
+    c->ip_slot = SB_NO_IP_SLOT;
     c->id = ((uint64_t)w->id << 56) | ++w->conn_seq;
     c->last_rx_ms = w->now_ms;
     atomic_fetch_add_explicit(&w->nconns, 1, memory_order_relaxed);
@@ -648,6 +649,7 @@ struct sb_handoff_msg {
     const struct sb_listener *ls;
     void *tp;
     uint64_t id;
+    uint32_t ip_slot;
     uint8_t *in;
     uint32_t in_len, in_cap;
     uint8_t app[];
@@ -667,6 +669,7 @@ static void send_handoff(struct sb_conn *c)
     m->ls = c->ls;
     m->tp = c->tp;
     m->id = c->id;
+    m->ip_slot = c->ip_slot;
     /* The input buffer changes owner with the message; jemalloc frees across threads. */
     m->in = c->in;
     m->in_len = c->in_len;
@@ -693,6 +696,7 @@ void sb__conn_handoff_arrive(struct sb_worker *w, void *arg)
                (unsigned long long)m->id);
         close(m->fd);
         free(m->in);
+        sb__engine_uncount_address(w->e, m->ip_slot);
         free(m);
         atomic_fetch_sub_explicit(&w->e->nconns, 1, memory_order_relaxed);
         return;
@@ -701,6 +705,7 @@ void sb__conn_handoff_arrive(struct sb_worker *w, void *arg)
     sb__stat_add(&w->st_handoffs_in, 1);
     c->id = m->id;
     c->tp = m->tp;
+    c->ip_slot = m->ip_slot;
     c->in = m->in;
     c->in_len = m->in_len;
     c->in_cap = m->in_cap;
@@ -728,6 +733,7 @@ static void finish(struct sb_conn *c)
     c->ls->ops->on_close(c, c->close_err);
     atomic_fetch_sub_explicit(&w->nconns, 1, memory_order_relaxed);
     atomic_fetch_sub_explicit(&w->e->nconns, 1, memory_order_relaxed);
+    sb__engine_uncount_address(w->e, c->ip_slot);
     slab_put(w, c);
 }
 

@@ -63,7 +63,10 @@ int sb_engine_create(const struct sb_engine_config *cfg, struct sb_engine **out)
         return r;
     }
     e->workers = calloc(e->nworkers, sizeof(*e->workers));
-    if (!e->workers) {
+    if (cfg->max_connections_per_ip)
+        e->ip_counts = calloc(SB_IP_SLOTS, sizeof(*e->ip_counts));
+    if (!e->workers || (cfg->max_connections_per_ip && !e->ip_counts)) {
+        free(e->workers);
         free(e);
         return -ENOMEM;
     }
@@ -241,6 +244,7 @@ void sb_engine_free(struct sb_engine *e)
         }
     }
     free(e->workers);
+    free(e->ip_counts);
     if (e->has_barrier)
         pthread_barrier_destroy(&e->started);
     free(e);
@@ -452,6 +456,46 @@ static void refused_close(struct sb_conn *c, int err)
 static const struct sb_conn_ops refused_ops = {.on_close = refused_close};
 static const struct sb_listener refused = {.ops = &refused_ops};
 
+/*
+ * Counts the connection against its client address. Addresses hash into a fixed set of
+ * counters shared by all workers (SO_REUSEPORT spreads one client's connections over them);
+ * two addresses sharing a counter share a limit, which errs on the strict side. IPv6 clients
+ * are counted per /64, what one subscriber usually holds. Returns the slot, or SB_NO_IP_SLOT
+ * when the address is over its limit.
+ */
+static uint32_t count_address(struct sb_engine *e, int fd, char *addr, size_t addrlen)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    uint64_t key = 0;
+    if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0)
+        return 0; /* no address to count by (already gone): let it fail on its own */
+    if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
+        key = a->sin_addr.s_addr;
+        inet_ntop(AF_INET, &a->sin_addr, addr, (socklen_t)addrlen);
+    } else {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
+        if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr))
+            memcpy(&key, a->sin6_addr.s6_addr + 12, 4);
+        else
+            memcpy(&key, a->sin6_addr.s6_addr, 8);
+        inet_ntop(AF_INET6, &a->sin6_addr, addr, (socklen_t)addrlen);
+    }
+    uint32_t slot = (uint32_t)(((key + 1) * 0x9E3779B97F4A7C15ull) >> 48) % SB_IP_SLOTS;
+    unsigned n = atomic_fetch_add_explicit(&e->ip_counts[slot], 1, memory_order_relaxed);
+    if (n < e->cfg.max_connections_per_ip)
+        return slot;
+    atomic_fetch_sub_explicit(&e->ip_counts[slot], 1, memory_order_relaxed);
+    return SB_NO_IP_SLOT;
+}
+
+void sb__engine_uncount_address(struct sb_engine *e, uint32_t slot)
+{
+    if (slot != SB_NO_IP_SLOT)
+        atomic_fetch_sub_explicit(&e->ip_counts[slot], 1, memory_order_relaxed);
+}
+
 static void on_accept(struct sb_wlistener *l, int res, bool more)
 {
     struct sb_worker *w = l->w;
@@ -488,15 +532,34 @@ static void on_accept(struct sb_wlistener *l, int res, bool more)
         }
         return;
     }
+    uint32_t slot = SB_NO_IP_SLOT;
+    if (e->cfg.max_connections_per_ip) {
+        char addr[INET6_ADDRSTRLEN] = "?";
+        slot = count_address(e, res, addr, sizeof(addr));
+        if (slot == SB_NO_IP_SLOT) {
+            atomic_fetch_sub_explicit(&e->nconns, 1, memory_order_relaxed);
+            sb__stat_add(&w->st_refused, 1);
+            close(res);
+            static _Thread_local uint64_t last_warn;
+            if (w->now_ms - last_warn > 1000) {
+                last_warn = w->now_ms;
+                sb_log(SB_LOG_WARN, 0, "max_connections_per_ip (%u) reached for %s: refusing",
+                       e->cfg.max_connections_per_ip, addr);
+            }
+            return;
+        }
+    }
     struct sb_conn *c = sb__conn_alloc(w, res, l->ls);
     if (!c) {
         atomic_fetch_sub_explicit(&e->nconns, 1, memory_order_relaxed);
+        sb__engine_uncount_address(e, slot);
         sb__stat_add(&w->st_refused, 1);
         close(res);
         sb_log(SB_LOG_WARN, -ENOMEM, "connection refused");
         return;
     }
     sb__stat_add(&w->st_accepted, 1);
+    c->ip_slot = slot;
     const struct sb_transport *tp = l->ls->tp;
     int r = tp ? tp->open(c, &c->tp) : 0;
     if (r < 0) {

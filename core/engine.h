@@ -36,14 +36,15 @@ struct sb_engine_config {
     unsigned workers; /* threads; 0 = online CPUs */
     bool pin_workers; /* pin worker i to CPU i mod online CPUs */
     enum sb_io_mode io_mode;
-    unsigned ring_entries;        /* submission queue entries per worker */
-    unsigned recv_buffers;        /* provided receive buffers per worker, a power of two */
-    unsigned recv_buffer_size;    /* bytes each */
-    unsigned max_connections;     /* per process; further accepts are closed at once */
-    size_t conn_app_size;         /* bytes of application state in each connection */
-    size_t send_queue_limit;      /* queued output bytes at which a connection stops reading */
-    unsigned shutdown_timeout_ms; /* drain deadline after sb_engine_stop() */
-    unsigned mailbox_entries;     /* slots per worker-pair ring, a power of two */
+    unsigned ring_entries;           /* submission queue entries per worker */
+    unsigned recv_buffers;           /* provided receive buffers per worker, a power of two */
+    unsigned recv_buffer_size;       /* bytes each */
+    unsigned max_connections;        /* per process; further accepts are closed at once */
+    unsigned max_connections_per_ip; /* per client address (IPv6: per /64); 0 = no limit */
+    size_t conn_app_size;            /* bytes of application state in each connection */
+    size_t send_queue_limit;         /* queued output bytes at which a connection stops reading */
+    unsigned shutdown_timeout_ms;    /* drain deadline after sb_engine_stop() */
+    unsigned mailbox_entries;        /* slots per worker-pair ring, a power of two */
 };
 
 /* Defaults that work out of the box. */

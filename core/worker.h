@@ -18,6 +18,8 @@
 #define SB_MAX_LISTENERS 8
 #define SB_SEND_IOV_MAX 64 /* frames gathered into one sendmsg */
 #define SB_CONN_BLOCK 1024 /* connections per slab block */
+#define SB_IP_SLOTS 65536  /* per-address connection counters (addresses hash into them) */
+#define SB_NO_IP_SLOT UINT32_MAX
 
 /* What a completion belongs to: the low 4 bits of user_data; the rest is a pointer. */
 enum sb_op {
@@ -89,7 +91,8 @@ struct sb_conn {
     int16_t handoff_to;
     int close_err;
     uint32_t in_len, in_cap;
-    uint8_t *in; /* unconsumed input, NULL while there is none */
+    uint32_t ip_slot; /* counter in sb_engine.ip_counts, or SB_NO_IP_SLOT */
+    uint8_t *in;      /* unconsumed input, NULL while there is none */
     struct sb_qnode *out_head, *out_tail;
     struct sb_qnode *unsealed; /* with a transport: the first node of application bytes */
     void *tp;                  /* the transport's per-connection state */
@@ -172,11 +175,15 @@ struct sb_engine {
     unsigned nlisteners;
     atomic_int stopping;
     atomic_uint_fast64_t nconns;
+    atomic_uint *ip_counts; /* SB_IP_SLOTS counters, with max_connections_per_ip */
     pthread_barrier_t started;
     bool has_barrier; /* started is initialised (sb_engine_start ran) */
     atomic_int start_err;
     bool running;
 };
+
+/* engine.c */
+void sb__engine_uncount_address(struct sb_engine *e, uint32_t slot);
 
 /* conn.c */
 struct sb_conn *sb__conn_alloc(struct sb_worker *w, int fd, const struct sb_listener *ls);

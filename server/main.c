@@ -135,6 +135,7 @@ static int serve(const struct sb_settings *st)
     ec.recv_buffers = (unsigned)st->recv_buffers;
     ec.recv_buffer_size = (unsigned)st->recv_buffer_size;
     ec.max_connections = (unsigned)st->max_connections;
+    ec.max_connections_per_ip = (unsigned)st->max_connections_per_ip;
     ec.conn_app_size = sb_gateway_session_size();
     ec.send_queue_limit = st->send_queue_limit;
     ec.shutdown_timeout_ms = (unsigned)st->shutdown_timeout_ms;

@@ -19,6 +19,8 @@ const struct sb_setting sb_settings_table[] = {
     {"pin_workers", SB_SET_BOOL, F(pin_workers), "on", 0, 0, NULL, "pin each worker to one CPU"},
     {"max_connections", SB_SET_INT, F(max_connections), "1000000", 1, 100000000, NULL,
      "open connections per process; more are closed at accept"},
+    {"max_connections_per_ip", SB_SET_INT, F(max_connections_per_ip), "0", 0, 10000000, NULL,
+     "open connections per client address (IPv6: per /64); 0 = no limit"},
     {"handshake_timeout_ms", SB_SET_INT, F(handshake_timeout_ms), "10000", 50, 3600000, NULL,
      "time to send a complete HTTP request (also the keep-alive idle limit)"},
     {"ping_interval_ms", SB_SET_INT, F(ping_interval_ms), "30000", 0, 86400000, NULL,

@@ -16,6 +16,7 @@ struct sb_settings {
     int io_mode; /* enum sb_io_mode */
     bool pin_workers;
     int64_t max_connections;
+    int64_t max_connections_per_ip;
     int64_t handshake_timeout_ms;
     int64_t ping_interval_ms;
     int64_t close_timeout_ms;

@@ -209,9 +209,15 @@ static void xor_buf(char *s, size_t n)
         s[i] ^= 0x20;
 }
 
-static int dial(unsigned port)
+/* Connects from source address 127.0.0.<src> (0: the kernel's choice). */
+static int dial_from(unsigned port, int src)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (src) {
+        struct sockaddr_in b = {.sin_family = AF_INET};
+        b.sin_addr.s_addr = htonl(0x7f000000u | (unsigned)src);
+        bind(fd, (struct sockaddr *)&b, sizeof(b));
+    }
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
@@ -219,6 +225,11 @@ static int dial(unsigned port)
         return -1;
     }
     return fd;
+}
+
+static int dial(unsigned port)
+{
+    return dial_from(port, 0);
 }
 
 static void put(int fd, const char *s)
@@ -246,6 +257,8 @@ static int get_line(int fd, char *buf, size_t cap)
     return (int)n;
 }
 
+static unsigned per_ip_limit; /* max_connections_per_ip for the next start() */
+
 static struct sb_engine *start(enum sb_io_mode mode, unsigned max_conns, size_t queue_limit,
                                unsigned *port, const struct sb_transport *tp)
 {
@@ -260,6 +273,7 @@ static struct sb_engine *start(enum sb_io_mode mode, unsigned max_conns, size_t 
     cfg.conn_app_size = sizeof(struct app);
     cfg.send_queue_limit = queue_limit;
     cfg.shutdown_timeout_ms = 2000;
+    cfg.max_connections_per_ip = per_ip_limit;
     struct sb_engine *e;
     CHECK_INT(sb_engine_create(&cfg, &e), 0);
     CHECK_INT(sb_engine_listen(e, "127.0.0.1", 0, &ops, port), 0);
@@ -368,6 +382,32 @@ static void test_max_connections(unsigned port)
     close(c);
 }
 
+/* Two connections per address: the third from 127.0.0.5 is refused; 127.0.0.6 is not counted
+ * with it; closing one frees its place. */
+static void test_per_ip_limit(unsigned port)
+{
+    char line[256];
+    int a = dial_from(port, 5), b = dial_from(port, 5);
+    put(a, "1\n");
+    put(b, "2\n");
+    CHECK(get_line(a, line, sizeof(line)) > 0);
+    CHECK(get_line(b, line, sizeof(line)) > 0);
+    int c = dial_from(port, 5);
+    CHECK_INT(get_line(c, line, sizeof(line)), -1);
+    close(c);
+    int d = dial_from(port, 6);
+    put(d, "4\n");
+    CHECK(get_line(d, line, sizeof(line)) > 0);
+    close(a);
+    usleep(100000); /* the server sees the close and frees the place */
+    int e = dial_from(port, 5);
+    put(e, "5\n");
+    CHECK(get_line(e, line, sizeof(line)) > 0);
+    close(b);
+    close(d);
+    close(e);
+}
+
 /* The client writes 20,000 lines without reading; the server's replies pile up past the queue
  * limit, so it must stop reading, and later deliver every reply once the client reads. */
 static void test_backpressure(unsigned port)
@@ -462,6 +502,14 @@ int main(void)
         test_timer_and_mail(port);
         test_file_ops(port);
         test_shutdown(e, port);
+        sb_engine_free(e);
+
+        per_ip_limit = 2;
+        e = start(mode, 1000, 1 << 20, &port, NULL);
+        per_ip_limit = 0;
+        test_per_ip_limit(port);
+        sb_engine_stop(e);
+        sb_engine_wait(e);
         sb_engine_free(e);
 
         e = start(mode, 2, 4096, &port, NULL);
