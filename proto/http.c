@@ -123,6 +123,19 @@ static ssize_t parse_version(const char *p, const char *lim, int *major, int *mi
 }
 
 /* Parses "method SP target SP HTTP/1.x CRLF"; returns its length including the CRLF. */
+
+/* A line must end in CRLF at p: 0 when it does, -EAGAIN before it is all there, else -EBADMSG
+ * (a bare LF included). */
+static ssize_t expect_crlf(const char *p, const char *end)
+{
+    if (p == end)
+        return -EAGAIN;
+    if (*p != '\r')
+        return -EBADMSG;
+    if (p + 1 == end)
+        return -EAGAIN;
+    return p[1] == '\n' ? 0 : -EBADMSG;
+}
 static ssize_t parse_request_line(const char *buf, size_t len, size_t max_line,
                                   struct sb_http_request *req)
 {
@@ -153,14 +166,9 @@ static ssize_t parse_request_line(const char *buf, size_t len, size_t max_line,
     if (n < 0)
         return n;
     p += n;
-    if (p == end)
-        return -EAGAIN;
-    if (*p != '\r')
-        return -EBADMSG;
-    if (p + 1 == end)
-        return -EAGAIN;
-    if (p[1] != '\n')
-        return -EBADMSG;
+    ssize_t crlf = expect_crlf(p, end);
+    if (crlf < 0)
+        return crlf;
     if (major != 1 || minor > 1)
         return -EPROTONOSUPPORT;
     req->minor_version = minor;
@@ -184,14 +192,9 @@ static ssize_t parse_field(const char *start, const char *end, struct sb_http_he
 
     const char *v = scan(p + 1, end, CC_WS);
     p = scan(v, end, CC_VALUE);
-    if (p == end)
-        return -EAGAIN;
-    if (*p != '\r')
-        return -EBADMSG;
-    if (p + 1 == end)
-        return -EAGAIN;
-    if (p[1] != '\n')
-        return -EBADMSG;
+    ssize_t crlf = expect_crlf(p, end);
+    if (crlf < 0)
+        return crlf;
     const char *ve = p;
     while (ve > v && (char_class[(unsigned char)ve[-1]] & CC_WS))
         ve--;
