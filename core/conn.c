@@ -30,19 +30,20 @@ static struct sb_conn *slab_get(struct sb_worker *w)
         for (size_t i = SB_CONN_BLOCK; i-- > 0;) {
             struct sb_conn *c = (struct sb_conn *)(mem + i * w->conn_size);
             c->flags = 0;
-            c->next = w->free_conns;
+            c->next_reap = w->free_conns;
             w->free_conns = c;
         }
     }
     struct sb_conn *c = w->free_conns;
-    w->free_conns = c->next;
+    w->free_conns = c->next_reap;
     return c;
 }
 
 static void slab_put(struct sb_worker *w, struct sb_conn *c)
 {
+    assert(!(c->flags & (SB_CF_ON_FLUSH | SB_CF_ON_REAP)));
     c->flags = 0;
-    c->next = w->free_conns;
+    c->next_reap = w->free_conns;
     w->free_conns = c;
 }
 
@@ -192,22 +193,14 @@ bool sb_conn_is_closing(const struct sb_conn *c)
 
 /* ---- lists --------------------------------------------------------------------------------- */
 
+/* Each list has its own link: one connection is often on both in the same iteration. */
 static void want_flush(struct sb_conn *c)
 {
-    if (c->flags & SB_CF_ON_FLUSH)
-        return;
+    if (c->flags & (SB_CF_ON_FLUSH | SB_CF_CLOSING))
+        return; /* a closing connection's output is dropped; it must not be on the list */
     c->flags |= SB_CF_ON_FLUSH;
-    c->next = c->w->flush_head;
+    c->next_flush = c->w->flush_head;
     c->w->flush_head = c;
-}
-
-static void want_rearm(struct sb_conn *c)
-{
-    if (c->flags & SB_CF_ON_REARM)
-        return;
-    c->flags |= SB_CF_ON_REARM;
-    c->next = c->w->rearm_head;
-    c->w->rearm_head = c;
 }
 
 static void want_reap(struct sb_conn *c)
@@ -274,6 +267,14 @@ static void input_release(struct sb_conn *c)
 static bool can_deliver(const struct sb_conn *c)
 {
     return !(c->flags & (SB_CF_CLOSING | SB_CF_DRAINING | SB_CF_PAUSED | SB_CF_HANDOFF));
+}
+
+/* Arms a receive if the connection should be reading and is not. The SQE leaves with the
+ * loop's next submission, like everything else queued in this iteration. */
+static void rearm(struct sb_conn *c)
+{
+    if (!(c->flags & SB_CF_RECV) && can_deliver(c))
+        sb__io_arm_recv(c->w, c);
 }
 
 /* Called after queuing output from on_data: stop reading while the peer is not keeping up. */
@@ -369,23 +370,10 @@ void sb__conn_on_recv(struct sb_conn *c, int res, bool more, int bid)
     } else if (res < 0 && res != -ENOBUFS && res != -ECANCELED) {
         sb_conn_close(c, res);
     } else if (!(c->flags & SB_CF_RECV)) {
-        want_rearm(c); /* single-shot mode, or the multishot ended (no buffers) */
+        rearm(c); /* single-shot mode, or the multishot ended (no buffers) */
     }
     if ((c->flags & (SB_CF_CLOSING | SB_CF_DRAINING | SB_CF_HANDOFF)) && !(c->flags & SB_CF_RECV))
         want_reap(c);
-}
-
-void sb__conn_rearm(struct sb_worker *w)
-{
-    struct sb_conn *c = w->rearm_head;
-    w->rearm_head = NULL;
-    while (c) {
-        struct sb_conn *next = c->next;
-        c->flags &= (uint16_t)~SB_CF_ON_REARM;
-        if (!(c->flags & SB_CF_RECV) && can_deliver(c))
-            sb__io_arm_recv(w, c);
-        c = next;
-    }
 }
 
 /* ---- output -------------------------------------------------------------------------------- */
@@ -546,7 +534,7 @@ void sb__conn_flush(struct sb_worker *w)
     struct sb_conn *c = w->flush_head;
     w->flush_head = NULL;
     while (c) {
-        struct sb_conn *next = c->next;
+        struct sb_conn *next = c->next_flush;
         c->flags &= (uint16_t)~SB_CF_ON_FLUSH;
         if (!(c->flags & (SB_CF_SEND | SB_CF_CLOSING)) && c->out_head)
             start_send(c);
@@ -600,7 +588,7 @@ void sb__conn_on_send(struct sb_conn *c, int res)
     if ((c->flags & SB_CF_PAUSED) && c->out_bytes <= w->e->cfg.send_queue_limit / 2) {
         c->flags &= (uint16_t)~SB_CF_PAUSED;
         deliver_buffered(c);
-        want_rearm(c);
+        rearm(c);
     }
 }
 
@@ -718,7 +706,7 @@ void sb__conn_handoff_arrive(struct sb_worker *w, void *arg)
     }
     deliver_buffered(c);
     if (can_deliver(c))
-        want_rearm(c);
+        rearm(c);
 }
 
 /* Frees a connection whose operations have all completed. */

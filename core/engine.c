@@ -644,14 +644,13 @@ void sb__worker_complete(struct sb_worker *w, uint64_t ud, int res, bool more, i
     }
 }
 
-/* Runs everything the last completions queued up; each pass can only shrink the lists. */
+/* Runs everything the last completions queued up: sends to start, connections to free. */
 static void run_pending(struct sb_worker *w)
 {
     do {
         sb__conn_flush(w);
-        sb__conn_rearm(w);
         sb__conn_reap(w);
-    } while (w->flush_head || w->rearm_head || w->reap_head);
+    } while (w->flush_head || w->reap_head);
 }
 
 static int next_timeout(struct sb_worker *w)

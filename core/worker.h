@@ -47,7 +47,6 @@ enum sb_conn_flag {
     SB_CF_PAUSED = 1 << 5,     /* output over the limit: not reading */
     SB_CF_HANDOFF = 1 << 6,    /* moving to another worker */
     SB_CF_ON_FLUSH = 1 << 7,   /* on the worker's flush list */
-    SB_CF_ON_REARM = 1 << 8,   /* on the worker's rearm list */
     SB_CF_ON_REAP = 1 << 9,    /* on the worker's reap list */
     SB_CF_CANCELLED = 1 << 10, /* a cancel for the receive was submitted */
     SB_CF_SHUTDOWN = 1 << 11,  /* on_shutdown was called */
@@ -100,8 +99,8 @@ struct sb_conn {
     struct sb_sendctx *send;
     uint64_t last_rx_ms;
     struct sb_timer timer;
-    struct sb_conn *next; /* flush / rearm lists, or the free list */
-    struct sb_conn *next_reap;
+    struct sb_conn *next_flush; /* the worker's flush list */
+    struct sb_conn *next_reap;  /* the worker's reap list, or its free list */
     uint8_t app[] __attribute__((aligned(16)));
 };
 
@@ -150,7 +149,7 @@ struct sb_worker {
     atomic_uint_fast64_t st_accepted, st_refused, st_bytes_in, st_bytes_out, st_recvs, st_sends,
         st_handoffs_in;
 
-    struct sb_conn *flush_head, *rearm_head, *reap_head;
+    struct sb_conn *flush_head, *reap_head;
     struct sb_wheel wheel;
 
     /* Mail: rings[i] is the ring from worker i into this worker; overflow[j] holds mail for
@@ -192,7 +191,6 @@ struct sb_conn *sb__conn_alloc(struct sb_worker *w, int fd, const struct sb_list
 void sb__conn_on_recv(struct sb_conn *c, int res, bool more, int bid);
 void sb__conn_on_send(struct sb_conn *c, int res);
 void sb__conn_flush(struct sb_worker *w);
-void sb__conn_rearm(struct sb_worker *w);
 void sb__conn_reap(struct sb_worker *w);
 void sb__conn_timer_fired(struct sb_timer *t, void *ctx);
 void sb__conn_handoff_arrive(struct sb_worker *w, void *arg);
