@@ -679,14 +679,20 @@ static ssize_t encode_frame(const struct sb_op *op, struct writer *w)
     const struct layout *l = (unsigned)op->type < 256 ? op_layouts[op->type] : NULL;
     int rc;
 
+    /* The length is filled in below, once known; flags are 0 in version 1. */
+    uint8_t header[SB_BINPROTO_HEADER_SIZE] = {
+        [4] = SB_BINPROTO_VERSION,
+        [5] = (uint8_t)op->type,
+        [8] = (uint8_t)(op->request_id >> 24),
+        [9] = (uint8_t)(op->request_id >> 16),
+        [10] = (uint8_t)(op->request_id >> 8),
+        [11] = (uint8_t)op->request_id,
+    };
+
     if (l == NULL) {
         return -EINVAL;
     }
-    put_u32(w, 0); /* the length, filled in below once known */
-    put_u8(w, SB_BINPROTO_VERSION);
-    put_u8(w, op->type);
-    put_u16(w, 0);
-    put_u32(w, op->request_id);
+    put(w, header, sizeof(header));
     if ((rc = encode_layout(l, &op->u, w)) < 0) {
         return rc;
     }
