@@ -1080,6 +1080,25 @@ static void test_encode_rules(void)
     CHECK_INT(sb_binproto_encode(&op, out, (size_t)size), size);
 }
 
+/* A MESSAGE with every field at its longest adds SB_BINPROTO_MESSAGE_OVERHEAD to its body. */
+static void test_message_overhead(void)
+{
+    static char fill[256];
+    struct sb_op op;
+
+    memset(fill, 'a', sizeof(fill));
+    memset(&op, 0, sizeof(op));
+    op.type = SB_OP_MESSAGE;
+    op.u.message.system = SB_OP_SYSTEM_RENAMED;
+    op.u.message.conv = sb_slice_from(fill, SB_OPS_CONV_MAX);
+    op.u.message.from = sb_slice_from(fill, SB_OPS_USER_MAX);
+    op.u.message.device = sb_slice_from(fill, SB_OPS_DEVICE_MAX);
+    op.u.message.subject = sb_slice_from(fill, SB_OPS_SUBJECT_MAX);
+    CHECK_INT(sb_binproto_size(&op), SB_BINPROTO_MESSAGE_OVERHEAD);
+    op.u.message.body = sb_slice_from(fill, 100);
+    CHECK_INT(sb_binproto_size(&op), SB_BINPROTO_MESSAGE_OVERHEAD + 100);
+}
+
 static int short_user_list(struct sb_ops_list_iter *it, void *item)
 {
     /* Claims the list's count but yields one item fewer. */
@@ -1223,6 +1242,7 @@ int main(void)
     test_length_prefix();
     test_encode_built();
     test_encode_rules();
+    test_message_overhead();
     test_encode_lists();
     test_list_writer();
     test_iterators();
