@@ -65,6 +65,12 @@ struct sb_conn *sb__conn_alloc(struct sb_worker *w, int fd, const struct sb_list
     return c;
 }
 
+void sb__conn_abandon(struct sb_conn *c)
+{
+    atomic_fetch_sub_explicit(&c->w->nconns, 1, memory_order_relaxed);
+    slab_put(c->w, c);
+}
+
 /* ---- pools --------------------------------------------------------------------------------- */
 
 struct sb_chunk *sb_chunk_new(struct sb_worker *w, size_t cap)
@@ -536,7 +542,7 @@ void sb__conn_flush(struct sb_worker *w)
     while (c) {
         struct sb_conn *next = c->next_flush;
         c->flags &= (uint16_t)~SB_CF_ON_FLUSH;
-        if (!(c->flags & (SB_CF_SEND | SB_CF_CLOSING)) && c->out_head)
+        if (!(c->flags & (SB_CF_SEND | SB_CF_CLOSING | SB_CF_CONNECTING)) && c->out_head)
             start_send(c);
         c = next;
     }
@@ -590,6 +596,26 @@ void sb__conn_on_send(struct sb_conn *c, int res)
         deliver_buffered(c);
         rearm(c);
     }
+}
+
+void sb__conn_on_connect(struct sb_conn *c, int res)
+{
+    c->flags &= (uint16_t)~SB_CF_CONNECTING;
+    free(c->in); /* the peer address, kept for the operation */
+    c->in = NULL;
+    if (c->flags & SB_CF_CLOSING) {
+        want_reap(c);
+        return;
+    }
+    if (res < 0) {
+        sb_conn_close(c, res);
+        return;
+    }
+    c->last_rx_ms = c->w->now_ms;
+    c->ls->ops->on_open(c);
+    rearm(c);
+    if (c->out_head)
+        want_flush(c); /* what was queued while connecting */
 }
 
 /* ---- closing ------------------------------------------------------------------------------- */
@@ -732,7 +758,7 @@ void sb__conn_reap(struct sb_worker *w)
     while (c) {
         struct sb_conn *next = c->next_reap;
         c->flags &= (uint16_t)~SB_CF_ON_REAP;
-        if (c->flags & (SB_CF_RECV | SB_CF_SEND)) {
+        if (c->flags & (SB_CF_RECV | SB_CF_SEND | SB_CF_CONNECTING)) {
             /* Still in flight: its completion puts it back on this list. */
         } else if (c->flags & SB_CF_CLOSING) {
             finish(c);

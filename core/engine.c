@@ -185,6 +185,48 @@ int sb_engine_set_transport(struct sb_engine *e, unsigned port, const struct sb_
     return -ENOENT;
 }
 
+int sb_engine_add_client(struct sb_engine *e, const struct sb_conn_ops *ops, unsigned *client)
+{
+    if (e->nlisteners == SB_MAX_LISTENERS || e->running)
+        return -EINVAL;
+    /* A client is a listener without sockets: the slot only carries its callbacks. */
+    e->listeners[e->nlisteners].ops = ops;
+    *client = e->nlisteners++;
+    return 0;
+}
+
+struct sb_conn *sb_worker_connect(struct sb_worker *w, unsigned client, const struct sockaddr *addr,
+                                  socklen_t addrlen)
+{
+    struct sb_engine *e = w->e;
+    if (client >= e->nlisteners || addrlen > sizeof(struct sockaddr_storage)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return NULL;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    struct sb_conn *c = sb__conn_alloc(w, fd, &e->listeners[client]);
+    uint8_t *peer = c ? malloc(addrlen) : NULL;
+    if (!peer) {
+        if (c)
+            sb__conn_abandon(c);
+        close(fd);
+        errno = ENOMEM;
+        return NULL;
+    }
+    atomic_fetch_add_explicit(&e->nconns, 1, memory_order_relaxed);
+    /* The address must outlive the connect operation: it waits in the (still empty) input
+     * buffer, which the connect completion frees. */
+    memcpy(peer, addr, addrlen);
+    c->in = peer;
+    c->flags |= SB_CF_CONNECTING;
+    sb__io_connect(w, c, (const struct sockaddr *)peer, addrlen);
+    return c;
+}
+
 static void *worker_main(void *arg);
 
 int sb_engine_start(struct sb_engine *e)
@@ -239,7 +281,7 @@ void sb_engine_free(struct sb_engine *e)
     for (unsigned i = 0; i < e->nworkers; i++) {
         struct sb_worker *w = &e->workers[i];
         for (unsigned l = 0; l < w->nlisteners; l++) {
-            if (w->listeners[l].fd >= 0 && !w->listeners[l].closing)
+            if (w->listeners[l].ls && w->listeners[l].fd >= 0 && !w->listeners[l].closing)
                 close(w->listeners[l].fd);
         }
     }
@@ -579,7 +621,7 @@ static void rearm_accepts(struct sb_worker *w)
         return;
     w->accept_retry_ms = 0;
     for (unsigned i = 0; i < w->nlisteners; i++) {
-        if (!w->listeners[i].armed && !w->listeners[i].closing)
+        if (w->listeners[i].ls && !w->listeners[i].armed && !w->listeners[i].closing)
             sb__io_arm_accept(w, &w->listeners[i]);
     }
 }
@@ -592,6 +634,8 @@ static void begin_stop(struct sb_worker *w)
     w->stop_deadline_ms = w->now_ms + w->e->cfg.shutdown_timeout_ms;
     for (unsigned i = 0; i < w->nlisteners; i++) {
         struct sb_wlistener *l = &w->listeners[i];
+        if (!l->ls)
+            continue; /* a client slot: no socket */
         l->closing = true;
         if (l->armed) {
             sb__io_cancel(w, sb__ud(l, SB_OP_ACCEPT));
@@ -606,7 +650,7 @@ static void begin_stop(struct sb_worker *w)
 static bool listeners_closed(const struct sb_worker *w)
 {
     for (unsigned i = 0; i < w->nlisteners; i++) {
-        if (w->listeners[i].fd >= 0)
+        if (w->listeners[i].ls && w->listeners[i].fd >= 0)
             return false;
     }
     return true;
@@ -629,6 +673,9 @@ void sb__worker_complete(struct sb_worker *w, uint64_t ud, int res, bool more, i
         if (atomic_load(&w->e->stopping) && !w->stopping)
             begin_stop(w);
         sb__io_arm_eventfd(w);
+        break;
+    case SB_OP_CONNECT:
+        sb__conn_on_connect(ptr, res);
         break;
     case SB_OP_FILE: {
         struct sb_file_op *op = ptr;

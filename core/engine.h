@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 
@@ -114,6 +115,13 @@ int sb_engine_listen(struct sb_engine *e, const char *host, unsigned port,
  * sb_engine_start. tp must outlive the engine. Returns 0 or -ENOENT. */
 int sb_engine_set_transport(struct sb_engine *e, unsigned port, const struct sb_transport *tp);
 
+/*
+ * Registers callbacks for outbound connections (sb_worker_connect) and returns a handle for
+ * them in *client. Call before sb_engine_start. ops must outlive the engine. Returns 0 or
+ * -EINVAL when all listener and client slots are taken.
+ */
+int sb_engine_add_client(struct sb_engine *e, const struct sb_conn_ops *ops, unsigned *client);
+
 /* Starts the workers; returns when all have set up their rings, or -errno if one failed. */
 int sb_engine_start(struct sb_engine *e);
 
@@ -178,6 +186,16 @@ int sb_worker_write(struct sb_worker *w, struct sb_file_op *op, int fd, const st
 
 /* fdatasync(2) when data_only, else fsync(2). */
 int sb_worker_fsync(struct sb_worker *w, struct sb_file_op *op, int fd, bool data_only);
+
+/*
+ * Opens a TCP connection from worker w to addr, with the callbacks registered as `client`.
+ * Returns the connection at once, so the caller can fill its app state (zero-filled); then
+ * on_open runs when it is connected, or on_close(c, -errno) if connecting fails (-ECONNREFUSED,
+ * -ETIMEDOUT, ...). Output queued before the connection is up is sent once it is. Returns NULL
+ * and sets errno on failure to start (no callbacks run then).
+ */
+struct sb_conn *sb_worker_connect(struct sb_worker *w, unsigned client, const struct sockaddr *addr,
+                                  socklen_t addrlen);
 
 /* Application state of a connection: conn_app_size bytes, zero-filled at open. */
 void *sb_conn_app(struct sb_conn *c);

@@ -199,6 +199,14 @@ void sb__io_fsync(struct sb_worker *w, struct sb_file_op *op, int fd, bool data_
     io_uring_sqe_set_data64(sqe, sb__ud(op, SB_OP_FILE));
 }
 
+void sb__io_connect(struct sb_worker *w, struct sb_conn *c, const struct sockaddr *addr,
+                    socklen_t len)
+{
+    struct io_uring_sqe *sqe = sb__io_sqe(w);
+    io_uring_prep_connect(sqe, c->fd, addr, len);
+    io_uring_sqe_set_data64(sqe, sb__ud(c, SB_OP_CONNECT));
+}
+
 uint8_t *sb__io_buffer(struct sb_worker *w, unsigned bid)
 {
     return w->bufs + (size_t)bid * w->e->cfg.recv_buffer_size;

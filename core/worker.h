@@ -30,6 +30,7 @@ enum sb_op {
     SB_OP_MSG_WAKE,   /* a MSG_RING wake-up from another worker (no pointer) */
     SB_OP_IGNORE,     /* cancels, buffer provisioning, MSG_RING sender side */
     SB_OP_FILE,       /* struct sb_file_op */
+    SB_OP_CONNECT,    /* struct sb_conn: an outbound connect */
 };
 #define SB_OP_MASK 0xfull
 
@@ -39,18 +40,19 @@ static inline uint64_t sb__ud(const void *ptr, enum sb_op op)
 }
 
 enum sb_conn_flag {
-    SB_CF_LIVE = 1 << 0,       /* slot in use */
-    SB_CF_RECV = 1 << 1,       /* a receive is armed */
-    SB_CF_SEND = 1 << 2,       /* a send is in flight */
-    SB_CF_CLOSING = 1 << 3,    /* closed: waiting for in-flight operations */
-    SB_CF_DRAINING = 1 << 4,   /* close after the output queue is sent */
-    SB_CF_PAUSED = 1 << 5,     /* output over the limit: not reading */
-    SB_CF_HANDOFF = 1 << 6,    /* moving to another worker */
-    SB_CF_ON_FLUSH = 1 << 7,   /* on the worker's flush list */
-    SB_CF_ON_REAP = 1 << 9,    /* on the worker's reap list */
-    SB_CF_CANCELLED = 1 << 10, /* a cancel for the receive was submitted */
-    SB_CF_SHUTDOWN = 1 << 11,  /* on_shutdown was called */
-    SB_CF_SEALING = 1 << 12,   /* inside the transport's seal hook: writes are wire bytes */
+    SB_CF_LIVE = 1 << 0,        /* slot in use */
+    SB_CF_RECV = 1 << 1,        /* a receive is armed */
+    SB_CF_SEND = 1 << 2,        /* a send is in flight */
+    SB_CF_CLOSING = 1 << 3,     /* closed: waiting for in-flight operations */
+    SB_CF_DRAINING = 1 << 4,    /* close after the output queue is sent */
+    SB_CF_PAUSED = 1 << 5,      /* output over the limit: not reading */
+    SB_CF_HANDOFF = 1 << 6,     /* moving to another worker */
+    SB_CF_ON_FLUSH = 1 << 7,    /* on the worker's flush list */
+    SB_CF_ON_REAP = 1 << 9,     /* on the worker's reap list */
+    SB_CF_CANCELLED = 1 << 10,  /* a cancel for the receive was submitted */
+    SB_CF_SHUTDOWN = 1 << 11,   /* on_shutdown was called */
+    SB_CF_SEALING = 1 << 12,    /* inside the transport's seal hook: writes are wire bytes */
+    SB_CF_CONNECTING = 1 << 13, /* outbound, not connected yet: in holds the peer address */
 };
 
 struct sb_qnode {
@@ -186,10 +188,13 @@ void sb__engine_uncount_address(struct sb_engine *e, uint32_t slot);
 
 /* conn.c */
 struct sb_conn *sb__conn_alloc(struct sb_worker *w, int fd, const struct sb_listener *ls);
+/* Returns a connection that never started (no callbacks ran) to the slab. */
+void sb__conn_abandon(struct sb_conn *c);
 /* A receive completed: res bytes (or -errno, 0 at EOF) in provided buffer bid (-1: none);
  * more = the receive stays armed. */
 void sb__conn_on_recv(struct sb_conn *c, int res, bool more, int bid);
 void sb__conn_on_send(struct sb_conn *c, int res);
+void sb__conn_on_connect(struct sb_conn *c, int res);
 void sb__conn_flush(struct sb_worker *w);
 void sb__conn_reap(struct sb_worker *w);
 void sb__conn_timer_fired(struct sb_timer *t, void *ctx);
@@ -232,6 +237,8 @@ void sb__io_wake(struct sb_worker *from, struct sb_worker *to);
 void sb__io_write(struct sb_worker *w, struct sb_file_op *op, int fd, const struct iovec *iov,
                   unsigned n, int64_t offset);
 void sb__io_fsync(struct sb_worker *w, struct sb_file_op *op, int fd, bool data_only);
+void sb__io_connect(struct sb_worker *w, struct sb_conn *c, const struct sockaddr *addr,
+                    socklen_t len);
 /* Returns buffer bid's memory; sb__io_recycle gives it back to the kernel. */
 uint8_t *sb__io_buffer(struct sb_worker *w, unsigned bid);
 void sb__io_recycle(struct sb_worker *w, unsigned bid);

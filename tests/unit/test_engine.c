@@ -23,7 +23,10 @@
 
 struct app {
     int moves;
+    struct sb_conn *peer; /* DIAL: the client connection that asked for the outbound one */
 };
+
+static unsigned client_handle; /* sb_engine_add_client for DIAL */
 
 static atomic_int closes;
 static atomic_int shutdowns;
@@ -122,6 +125,19 @@ static ssize_t on_data(struct sb_conn *c, uint8_t *data, size_t len)
             b->c = c;
             b->home = sb_worker_id(w);
             sb_worker_post(w, (b->home + 1) % nw, bounce_away, b);
+        } else if (strncmp(line, "DIAL ", 5) == 0) {
+            struct sockaddr_in a = {.sin_family = AF_INET,
+                                    .sin_port = htons((uint16_t)atoi(line + 5))};
+            a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+            struct sb_conn *out =
+                sb_worker_connect(w, client_handle, (struct sockaddr *)&a, sizeof(a));
+            CHECK(out != NULL);
+            if (out) {
+                struct app *oa = sb_conn_app(out);
+                oa->peer = c;
+                /* Queued before the connection is up: sent once it is. */
+                sb_conn_write(out, "early\n", 6);
+            }
         } else if (strcmp(line, "FILE") == 0) {
             start_file_job(c);
         } else if (strcmp(line, "BYE") == 0) {
@@ -156,6 +172,33 @@ static void on_handoff(struct sb_conn *c)
     struct app *a = sb_conn_app(c);
     say(c, "arrived w%u moves=%d\n", sb_worker_id(sb_conn_worker(c)), a->moves);
 }
+
+/* The outbound side of DIAL: greets the remote, relays its lines to the asking client. */
+static void out_open(struct sb_conn *c)
+{
+    say(c, "hello from w%u\n", sb_worker_id(sb_conn_worker(c)));
+}
+
+static ssize_t out_data(struct sb_conn *c, uint8_t *data, size_t len)
+{
+    struct app *a = sb_conn_app(c);
+    uint8_t *nl = memchr(data, '\n', len);
+    if (!nl)
+        return 0;
+    *nl = '\0';
+    say(a->peer, "relay%u: %s\n", 0u, (const char *)data);
+    return (ssize_t)(nl - data) + 1;
+}
+
+static void out_close(struct sb_conn *c, int err)
+{
+    struct app *a = sb_conn_app(c);
+    if (err)
+        say(a->peer, "dial failed %d\n", err);
+}
+
+static const struct sb_conn_ops out_ops = {out_open,  out_data,    on_timer,
+                                           out_close, on_shutdown, on_handoff};
 
 static const struct sb_conn_ops ops = {on_open,  on_data,     on_timer,
                                        on_close, on_shutdown, on_handoff};
@@ -279,6 +322,7 @@ static struct sb_engine *start(enum sb_io_mode mode, unsigned max_conns, size_t 
     CHECK_INT(sb_engine_listen(e, "127.0.0.1", 0, &ops, port), 0);
     if (tp)
         CHECK_INT(sb_engine_set_transport(e, *port, tp), 0);
+    CHECK_INT(sb_engine_add_client(e, &out_ops, &client_handle), 0);
     CHECK_INT(sb_engine_start(e), 0);
     return e;
 }
@@ -364,6 +408,41 @@ static void test_file_ops(unsigned port)
     CHECK_STR(buf, "written by a worker\nwritten by a worker\n");
     close(rfd);
     unlink(file_path);
+}
+
+/* A worker dials out: to a socket this test listens on, then to a closed port. */
+static void test_dial(unsigned port)
+{
+    int ls = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t alen = sizeof(a);
+    bind(ls, (struct sockaddr *)&a, sizeof(a));
+    listen(ls, 4);
+    getsockname(ls, (struct sockaddr *)&a, &alen);
+    int fd = dial(port);
+    char cmd[64], line[256];
+    snprintf(cmd, sizeof(cmd), "DIAL %u\n", ntohs(a.sin_port));
+    put(fd, cmd);
+    struct pollfd p = {ls, POLLIN, 0};
+    CHECK(poll(&p, 1, 5000) == 1);
+    int remote = accept(ls, NULL, NULL);
+    CHECK(remote >= 0);
+    get_line(remote, line, sizeof(line));
+    CHECK_STR(line, "early"); /* queued while connecting: first, in order... */
+    get_line(remote, line, sizeof(line));
+    CHECK(strncmp(line, "hello from w", 12) == 0); /* ...then what on_open wrote */
+    put(remote, "pong\n");
+    get_line(fd, line, sizeof(line));
+    CHECK_STR(line, "relay0: pong");
+    close(remote);
+    close(ls); /* now nothing listens on that port */
+    put(fd, cmd);
+    get_line(fd, line, sizeof(line));
+    char want[32];
+    snprintf(want, sizeof(want), "dial failed %d", -ECONNREFUSED);
+    CHECK_STR(line, want);
+    close(fd);
 }
 
 static void test_max_connections(unsigned port)
@@ -501,6 +580,7 @@ int main(void)
         test_handoff(port);
         test_timer_and_mail(port);
         test_file_ops(port);
+        test_dial(port);
         test_shutdown(e, port);
         sb_engine_free(e);
 
