@@ -1,9 +1,10 @@
 /*
  * Messaging over the JSON mapping (docs/messaging-design.md): devices registered on their user's
- * home worker, conversations sequenced on theirs, delivery by one mail per worker.
+ * home worker, conversations sequenced on theirs, delivery by one mail per worker, history kept
+ * in memory and logged by the store (server/store.h).
  *
- * Threads: sb_chat_init runs on the main thread before the engine starts; everything else runs
- * on worker threads, each touching only its own shard.
+ * Threads: sb_chat_init, sb_chat_restore and sb_chat_free run on the main thread while no worker
+ * runs; everything else runs on worker threads, each touching only its own shard.
  */
 #ifndef SB_SERVER_CHAT_H
 #define SB_SERVER_CHAT_H
@@ -14,6 +15,7 @@
 
 #include "core/engine.h"
 #include "server/ids.h"
+#include "server/store.h"
 
 #define SB_DEVICE_ID_MAX 32
 #define SB_CLIENT_ID_MAX 64
@@ -21,12 +23,24 @@
 struct sb_chat_config {
     struct sb_engine *engine;
     unsigned workers;
-    uint32_t history_max; /* messages kept per conversation */
+    uint32_t history_max;        /* messages kept per conversation */
+    uint64_t history_max_age_ms; /* older messages are dropped; 0 = no limit */
+    struct sb_store *store;      /* the history log; must outlive the shards' use of it */
 };
 
 /* Allocates one shard per worker. Returns 0 or -ENOMEM. */
 int sb_chat_init(const struct sb_chat_config *cfg);
+
+/* Frees every shard. Call after sb_store_close (entries may be in its batches until then). */
 void sb_chat_free(void);
+
+/* The store's replay callback (sb_store_replay_cb): rebuilds a conversation on its home shard
+ * (history, last_seq, de-duplication). Returns 0 or -ENOMEM. Main thread. */
+int sb_chat_restore(void *ctx, const struct sb_store_rec *rec);
+
+/* The store's compaction callback (sb_store_snapshot_cb): a shard's live records. */
+int sb_chat_snapshot(void *ctx, unsigned worker, uint32_t gen, struct sb_store_buf *out,
+                     size_t target, bool *done);
 
 /* Who a connection authenticated as, carried from the accepting worker to the home worker. */
 struct sb_chat_login {

@@ -17,6 +17,7 @@
 #include "server/gateway.h"
 #include "server/metrics.h"
 #include "server/settings.h"
+#include "server/store.h"
 
 static void usage(FILE *out)
 {
@@ -104,6 +105,51 @@ static int init_auth(const struct sb_settings *st, struct sb_auth *auth)
     return r;
 }
 
+/*
+ * Opens the history store and rebuilds every conversation from it, then rewrites the logs for
+ * today's worker count. Main thread, before the workers run. Returns 0 or -errno (logged).
+ */
+static int load_history(const struct sb_settings *st, struct sb_engine *e, struct sb_store **out)
+{
+    struct sb_store_config sc = {.dir = st->data_dir,
+                                 .workers = sb_engine_workers(e),
+                                 .fsync = (enum sb_store_fsync)st->fsync,
+                                 .compact_min = st->compact_min_size,
+                                 .snapshot = sb_chat_snapshot};
+    struct sb_store *store;
+    int r = sb_store_open(&sc, &store);
+    if (r < 0)
+        return r;
+    struct sb_chat_config cc = {.engine = e,
+                                .workers = sb_engine_workers(e),
+                                .history_max = (uint32_t)st->history_max_messages,
+                                .history_max_age_ms = (uint64_t)st->history_max_age_s * 1000,
+                                .store = store};
+    r = sb_chat_init(&cc);
+    if (r == 0) {
+        ssize_t n = sb_store_replay(store, sb_chat_restore, NULL);
+        r = n < 0 ? (int)n : 0;
+        if (r < 0)
+            sb_log(SB_LOG_ERROR, r, "cannot load the history from %s", st->data_dir);
+    }
+    if (r == 0)
+        r = sb_store_rewrite(store);
+    if (r < 0) {
+        sb_store_close(store);
+        sb_chat_free();
+        return r;
+    }
+    *out = store;
+    return 0;
+}
+
+/* After the workers stopped: the last records reach the disk, then memory is freed. */
+static void close_history(struct sb_store *store)
+{
+    sb_store_close(store);
+    sb_chat_free();
+}
+
 static int serve(const struct sb_settings *st)
 {
     char host[256];
@@ -156,12 +202,8 @@ static int serve(const struct sb_settings *st)
                "no jwt_secret or jwt_keys_file: accepting tokens signed with "
                "the DEVELOPMENT secret (`switchboard token` mints them); set a "
                "secret before exposing this server");
-    struct sb_chat_config cc = {.engine = e,
-                                .workers = sb_engine_workers(e),
-                                .history_max = (uint32_t)st->history_max_messages};
-    if (sb_chat_init(&cc) < 0 || sb_metrics_init(sb_engine_workers(e)) < 0) {
+    if (sb_metrics_init(sb_engine_workers(e)) < 0) {
         sb_engine_free(e);
-        sb_chat_free();
         return 1;
     }
     struct sb_gateway_config gc = {
@@ -183,14 +225,20 @@ static int serve(const struct sb_settings *st)
     if (r < 0) {
         sb_log(SB_LOG_ERROR, r, "cannot listen on %s", st->listen);
         sb_engine_free(e);
-        sb_chat_free();
+        sb_metrics_free();
+        return 1;
+    }
+    /* After the listen: a server that cannot run leaves the data directory alone. */
+    struct sb_store *store = NULL;
+    if (load_history(st, e, &store) < 0) {
+        sb_engine_free(e);
         sb_metrics_free();
         return 1;
     }
     r = sb_engine_start(e);
     if (r < 0) {
         sb_engine_free(e);
-        sb_chat_free();
+        close_history(store);
         sb_metrics_free();
         return 1;
     }
@@ -217,7 +265,7 @@ static int serve(const struct sb_settings *st)
     sb_engine_stop(e);
     sb_engine_wait(e);
     sb_engine_free(e);
-    sb_chat_free();
+    close_history(store);
     sb_metrics_free();
     sb_log(SB_LOG_INFO, 0, "stopped");
     return 0;

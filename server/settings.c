@@ -6,6 +6,7 @@
 
 static const char *const io_modes[] = {"auto", "compat", NULL};
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
+static const char *const fsync_modes[] = {"always", "everysec", "never", NULL};
 static const char *const metrics_access[] = {"public", "admin", "off", NULL};
 
 /* Bounds keep every value inside what the engine and the protocol code accept. */
@@ -54,6 +55,14 @@ const struct sb_setting sb_settings_table[] = {
      "refuse tokens without an expiry"},
     {"history_max_messages", SB_SET_INT, F(history_max_messages), "1000", 1, 1000000, NULL,
      "messages kept per conversation"},
+    {"history_max_age_s", SB_SET_INT, F(history_max_age_s), "0", 0, 3153600000, NULL,
+     "messages older than this are dropped from history; 0 = keep by count only"},
+    {"data_dir", SB_SET_STR, F(data_dir), "switchboard-data", 0, 0, NULL,
+     "directory of the history logs (created if missing; relative to the working directory)"},
+    {"fsync", SB_SET_ENUM, F(fsync), "everysec", 0, 0, fsync_modes,
+     "history durability: always (fsync before acking), everysec, never"},
+    {"compact_min_size", SB_SET_SIZE, F(compact_min_size), "64M", 0, 1099511627776, NULL,
+     "a history log is rewritten when over twice its live size and at least this big"},
     {"metrics", SB_SET_ENUM, F(metrics), "public", 0, 0, metrics_access,
      "who may read GET /metrics: public, admin (a token with the admin scope), off"},
     {0},

@@ -34,6 +34,10 @@ struct sb_settings {
     int64_t jwt_leeway_s;
     bool jwt_require_exp;
     int64_t history_max_messages;
+    int64_t history_max_age_s;
+    char *data_dir;
+    int fsync; /* enum sb_store_fsync */
+    uint64_t compact_min_size;
     int metrics; /* enum sb_metrics_access */
 };
 

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import struct
@@ -99,6 +100,12 @@ class Server:
     def __init__(self, workers=2, env=None, **settings):
         self.settings = {"workers": workers}
         self.settings.update(settings)
+        # Each server keeps its history in a temporary directory of its own (removed with its
+        # log) unless the test names one: servers of parallel suites never share logs.
+        self.own_data_dir = None
+        if "data_dir" not in self.settings:
+            self.own_data_dir = tempfile.mkdtemp(prefix="sb-data-")
+            self.settings["data_dir"] = self.own_data_dir
         self.env = env
         self.proc = None
         self.port = None
@@ -180,6 +187,8 @@ class Server:
     def remove_log(self):
         if self.log_path and os.path.exists(self.log_path):
             os.unlink(self.log_path)
+        if self.own_data_dir and not self.is_running():
+            shutil.rmtree(self.own_data_dir, ignore_errors=True)
 
     def is_running(self):
         return self.proc is not None and self.proc.poll() is None

@@ -30,7 +30,9 @@ class Server {
   async start(settings = {}) {
     this.logPath = path.join(os.tmpdir(), `sb-node-${process.pid}-${Date.now()}.log`);
     const fd = fs.openSync(this.logPath, 'w');
-    const args = ['serve', '--listen', '127.0.0.1:0', '--workers', '2'];
+    // History goes to a directory of this server's own (removed at stop), never a shared one.
+    this.dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sb-node-data-'));
+    const args = ['serve', '--listen', '127.0.0.1:0', '--workers', '2', '--data-dir', this.dataDir];
     for (const [k, v] of Object.entries(settings)) {
       args.push(`--${k.replaceAll('_', '-')}`, String(v));
     }
@@ -74,6 +76,7 @@ class Server {
       result = await this.exited;
     }
     process.removeListener('exit', this.killOnExit);
+    fs.rmSync(this.dataDir, { recursive: true, force: true });
     return result;
   }
 
