@@ -486,7 +486,7 @@ static struct chat_conv *conv_get(struct chat_shard *sh, const char *id, size_t 
     *err = -ENOMEM;
     if (sh->nall == sh->cap_all) {
         size_t cap = sh->cap_all ? sh->cap_all * 2 : 64;
-        struct chat_conv **all = realloc(sh->all, cap * sizeof(*all));
+        struct chat_conv **all = realloc(sh->all, cap * sizeof(struct chat_conv *));
         if (!all)
             return NULL;
         sh->all = all;
@@ -545,7 +545,7 @@ static int history_grow(struct chat_conv *cv)
     uint32_t cap = cv->hist_cap ? cv->hist_cap * 2 : 4;
     if (cap > cfg.history_max)
         cap = cfg.history_max;
-    struct sb_store_ent **hist = malloc(cap * sizeof(*hist));
+    struct sb_store_ent **hist = malloc(cap * sizeof(struct sb_store_ent *));
     if (!hist)
         return -ENOMEM;
     for (uint32_t i = 0; i < cv->hist_count; i++)
@@ -736,7 +736,7 @@ static void deliver(struct sb_worker *w, const struct chat_conv *cv, const struc
     sb_store_view(m->rec, &r);
     size_t cap = message_bound(&r);
     struct chat_envelope *env[2] = {NULL, NULL};
-    unsigned target[2], nenv = 0;
+    unsigned target[2] = {0, 0}, nenv = 0;
     for (unsigned i = 0; i < 2; i++) {
         const char *user = cv->members[i];
         unsigned home = sb_home_worker(user, strlen(user), cfg.workers);

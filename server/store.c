@@ -899,13 +899,15 @@ static int mkdirs(const char *path)
     return 0;
 }
 
-/* Calls fn for each directory entry whose name parses as a log (or temporary log) name. */
+/* The worker numbers of the logs (or temporary logs) in the directory, unsorted. */
 static int scan_dir(struct sb_store *st, bool tmp, long **out, size_t *count)
 {
+    *out = NULL;
+    *count = 0;
     int fd = dup(st->dirfd);
     DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
     if (!d) {
-        int err = -errno;
+        int err = errno ? -errno : -EIO;
         if (fd >= 0)
             close(fd);
         return err;
@@ -1016,7 +1018,7 @@ int sb_store_open(const struct sb_store_config *cfg, struct sb_store **out)
     st->cfg = *cfg;
     st->dirfd = st->lockfd = -1;
     st->dir = strdup(cfg->dir);
-    st->logs = calloc(cfg->workers, sizeof(*st->logs));
+    st->logs = calloc(cfg->workers, sizeof(struct sb_store_log *));
     int r = st->dir && st->logs ? open_dir(st) : -ENOMEM;
     for (unsigned i = 0; r == 0 && i < cfg->workers; i++) {
         struct sb_store_log *log = calloc(1, sizeof(*log));

@@ -278,6 +278,7 @@ static uint8_t *read_file(const char *dir, const char *name, size_t *len)
     char path[512];
     snprintf(path, sizeof(path), "%s/%s", dir, name);
     int fd = open(path, O_RDONLY);
+    *len = 0;
     if (fd < 0)
         return NULL;
     struct stat sb;
@@ -349,7 +350,7 @@ static void test_replay_files(void)
     mkdir(dir, 0755);
     uint8_t junk[1100];
     memcpy(junk, buf, len);
-    memcpy(junk + len, "garbage!garbage!", 16);
+    memset(junk + len, '!', 16);
     write_file(dir, "w0.log", junk, len + 16);
     memcpy(junk, buf, len);
     junk[offs[1] + 20] ^= 0x40;
@@ -494,7 +495,7 @@ static void test_reshard(void)
     sb_chat_free();
 
     /* Again with the same count: the same bytes (compaction is stable). */
-    size_t l0, l1, m0, m1;
+    size_t l0 = 0, l1 = 0, m0 = 0, m1 = 0;
     uint8_t *a0 = read_file(dir, "w0.log", &l0), *a1 = read_file(dir, "w1.log", &l1);
     st = load(dir, 2, 100);
     uint8_t *b0 = read_file(dir, "w0.log", &m0), *b1 = read_file(dir, "w1.log", &m1);
