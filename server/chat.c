@@ -608,6 +608,21 @@ static struct sb_store_ent *ent_new(const struct sb_store_rec *r)
 
 /* ---- replay and compaction (store callbacks) ----------------------------------------------- */
 
+/* New ids of the generator that made id come after it, even if the clock went back meanwhile. */
+static void msgid_seen(uint64_t id)
+{
+    unsigned generator = (unsigned)(id >> 12) & 2047;
+    if (generator >= cfg.workers)
+        return;
+    struct sb_msgid_gen *g = &shards[generator].ids;
+    uint64_t ms = id >> 23;
+    uint32_t seq = (uint32_t)(id & 4095);
+    if (ms > g->last_ms || (ms == g->last_ms && seq > g->seq)) {
+        g->last_ms = ms;
+        g->seq = seq;
+    }
+}
+
 int sb_chat_restore(void *ctx, const struct sb_store_rec *r)
 {
     /* The conversation is rebuilt on its home shard for today's worker count. */
@@ -629,6 +644,7 @@ int sb_chat_restore(void *ctx, const struct sb_store_rec *r)
     /* Known already: a copy a compaction interrupted by a crash left in a second file. */
     if (r->seq <= cv->last_seq)
         return 0;
+    msgid_seen(r->msg_id);
     uint64_t now = wall_ms();
     if (cfg.history_max_age_ms && r->ts_ms + cfg.history_max_age_ms < now) {
         cv->last_seq = r->seq;
