@@ -471,7 +471,10 @@ static bool mailbox_drain(struct sb_worker *w)
     bool any = false;
     struct sb_mail m;
     for (unsigned i = 0; i < w->e->nworkers; i++) {
-        while (ck_ring_dequeue_spsc_sb_mail(&w->rings[i], w->ring_bufs[i], &m)) {
+        /* Only what is there now: mail posted meanwhile (a handler re-posting itself, say)
+         * waits for the next iteration, so the loop always gets back to the kernel. */
+        unsigned n = ck_ring_size(&w->rings[i]);
+        while (n-- && ck_ring_dequeue_spsc_sb_mail(&w->rings[i], w->ring_bufs[i], &m)) {
             m.fn(w, m.arg);
             any = true;
         }

@@ -101,6 +101,36 @@ static void start_file_job(struct sb_conn *c)
     CHECK_INT(sb_worker_write(sb_conn_worker(c), &j->op, j->fd, &j->iov, 1, -1), 0);
 }
 
+/* SPIN: mail that re-posts itself until a file write started with it has completed. If mail
+ * posted during a drain ran in the same drain, the loop would never reach the kernel again,
+ * the write would never complete, and this would spin forever. */
+struct spin {
+    struct sb_file_op op;
+    struct sb_conn *c;
+    struct iovec iov;
+    int fd;
+    bool written;
+    unsigned rounds;
+};
+
+static void spin_written(struct sb_worker *w, struct sb_file_op *op, int res)
+{
+    ((struct spin *)op)->written = true;
+}
+
+static void spin_again(struct sb_worker *w, void *arg)
+{
+    struct spin *sp = arg;
+    sp->rounds++;
+    if (!sp->written) {
+        sb_worker_post(w, sb_worker_id(w), spin_again, sp);
+        return;
+    }
+    say(sp->c, "spun w%u after %u rounds\n", sb_worker_id(w), sp->rounds);
+    close(sp->fd);
+    free(sp);
+}
+
 static ssize_t on_data(struct sb_conn *c, uint8_t *data, size_t len)
 {
     struct sb_worker *w = sb_conn_worker(c);
@@ -138,6 +168,15 @@ static ssize_t on_data(struct sb_conn *c, uint8_t *data, size_t len)
                 /* Queued before the connection is up: sent once it is. */
                 sb_conn_write(out, "early\n", 6);
             }
+        } else if (strcmp(line, "SPIN") == 0) {
+            struct spin *sp = calloc(1, sizeof(*sp));
+            sp->c = c;
+            sp->op.cb = spin_written;
+            sp->fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+            sp->iov.iov_base = (void *)"x";
+            sp->iov.iov_len = 1;
+            sb_worker_write(w, &sp->op, sp->fd, &sp->iov, 1, -1);
+            sb_worker_post(w, sb_worker_id(w), spin_again, sp);
         } else if (strcmp(line, "FILE") == 0) {
             start_file_job(c);
         } else if (strcmp(line, "BYE") == 0) {
@@ -445,6 +484,19 @@ static void test_dial(unsigned port)
     close(fd);
 }
 
+static void test_self_post(unsigned port)
+{
+    int fd = dial(port);
+    char line[256];
+    put(fd, "SPIN\nx\n");
+    /* The echo of "x" is written in the same on_data call, before any spin runs. */
+    get_line(fd, line, sizeof(line));
+    CHECK(strncmp(line + 2, ":x", 2) == 0);
+    get_line(fd, line, sizeof(line));
+    CHECK(strncmp(line, "spun w", 6) == 0);
+    close(fd);
+}
+
 static void test_max_connections(unsigned port)
 {
     int a = dial(port), b = dial(port);
@@ -581,6 +633,7 @@ int main(void)
         test_timer_and_mail(port);
         test_file_ops(port);
         test_dial(port);
+        test_self_post(port);
         test_shutdown(e, port);
         sb_engine_free(e);
 
