@@ -364,6 +364,20 @@ int sb_worker_fsync(struct sb_worker *w, struct sb_file_op *op, int fd, bool dat
     return 0;
 }
 
+void sb_worker_timer_set(struct sb_worker *w, struct sb_worker_timer *timer, uint64_t ms)
+{
+    if (ms == 0)
+        sb__wheel_del(&w->wtimers, &timer->t);
+    else
+        sb__wheel_add(&w->wtimers, &timer->t, w->now_ms + ms);
+}
+
+static void worker_timer_fired(struct sb_timer *t, void *ctx)
+{
+    struct sb_worker_timer *timer = (struct sb_worker_timer *)t; /* t is the first member */
+    timer->cb(ctx, timer);
+}
+
 /* ---- mailboxes ----------------------------------------------------------------------------- */
 
 /*
@@ -705,7 +719,10 @@ static void run_pending(struct sb_worker *w)
 
 static int next_timeout(struct sb_worker *w)
 {
+    /* Both wheels tick on the same 10 ms boundaries: either one armed means the next tick. */
     int t = sb__wheel_timeout_ms(&w->wheel, w->now_ms);
+    if (t < 0)
+        t = sb__wheel_timeout_ms(&w->wtimers, w->now_ms);
     if (w->stopping || w->accept_retry_ms)
         t = (t < 0 || t > SB_TIMER_TICK_MS) ? SB_TIMER_TICK_MS : t;
     return t;
@@ -719,6 +736,7 @@ static void worker_loop(struct sb_worker *w)
         mailbox_retry_overflow(w);
         mailbox_drain(w);
         sb__wheel_expire(&w->wheel, w->now_ms, sb__conn_timer_fired, NULL);
+        sb__wheel_expire(&w->wtimers, w->now_ms, worker_timer_fired, w);
         rearm_accepts(w);
         if (w->stopping && w->now_ms >= w->stop_deadline_ms && atomic_load(&w->nconns)) {
             sb_log(SB_LOG_WARN, 0, "shutdown deadline passed: closing %llu connections",
@@ -764,6 +782,7 @@ static void *worker_main(void *arg)
     }
     w->now_ms = sb__clock_ms();
     sb__wheel_init(&w->wheel, w->now_ms);
+    sb__wheel_init(&w->wtimers, w->now_ms);
     int r = mailbox_init(w);
     if (r == 0)
         r = sb__io_init(w);

@@ -23,6 +23,7 @@
 #include <sys/uio.h>
 
 #include "core/features.h"
+#include "core/timer.h"
 
 struct sb_engine;
 struct sb_worker;
@@ -196,6 +197,18 @@ int sb_worker_fsync(struct sb_worker *w, struct sb_file_op *op, int fd, bool dat
  */
 struct sb_conn *sb_worker_connect(struct sb_worker *w, unsigned client, const struct sockaddr *addr,
                                   socklen_t addrlen);
+
+/*
+ * A timer of the worker itself, not of a connection (periodic fsync, batching deadlines).
+ * Embed it in your state and set cb; it must stay valid while armed. Worker thread only.
+ */
+struct sb_worker_timer {
+    struct sb_timer t; /* private */
+    void (*cb)(struct sb_worker *w, struct sb_worker_timer *timer);
+};
+
+/* Calls timer->cb after ms milliseconds (10 ms granularity); re-arms if armed; 0 cancels. */
+void sb_worker_timer_set(struct sb_worker *w, struct sb_worker_timer *timer, uint64_t ms);
 
 /* Application state of a connection: conn_app_size bytes, zero-filled at open. */
 void *sb_conn_app(struct sb_conn *c);

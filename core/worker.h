@@ -152,7 +152,8 @@ struct sb_worker {
         st_handoffs_in;
 
     struct sb_conn *flush_head, *reap_head;
-    struct sb_wheel wheel;
+    struct sb_wheel wheel;   /* connection timers */
+    struct sb_wheel wtimers; /* sb_worker_timer */
 
     /* Mail: rings[i] is the ring from worker i into this worker; overflow[j] holds mail for
      * worker j that did not fit. */

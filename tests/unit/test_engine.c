@@ -131,6 +131,24 @@ static void spin_again(struct sb_worker *w, void *arg)
     free(sp);
 }
 
+/* WTIMER: a worker timer (not the connection's) fires after 30 ms, re-arms once, reports. */
+struct wtimer_job {
+    struct sb_worker_timer timer;
+    struct sb_conn *c;
+    int fired;
+};
+
+static void wtimer_fired(struct sb_worker *w, struct sb_worker_timer *t)
+{
+    struct wtimer_job *j = (struct wtimer_job *)t;
+    if (++j->fired < 2) {
+        sb_worker_timer_set(w, t, 20);
+        return;
+    }
+    say(j->c, "wtimer w%u fired %d\n", sb_worker_id(w), j->fired);
+    free(j);
+}
+
 static ssize_t on_data(struct sb_conn *c, uint8_t *data, size_t len)
 {
     struct sb_worker *w = sb_conn_worker(c);
@@ -168,6 +186,11 @@ static ssize_t on_data(struct sb_conn *c, uint8_t *data, size_t len)
                 /* Queued before the connection is up: sent once it is. */
                 sb_conn_write(out, "early\n", 6);
             }
+        } else if (strcmp(line, "WTIMER") == 0) {
+            struct wtimer_job *j = calloc(1, sizeof(*j));
+            j->timer.cb = wtimer_fired;
+            j->c = c;
+            sb_worker_timer_set(w, &j->timer, 30);
         } else if (strcmp(line, "SPIN") == 0) {
             struct spin *sp = calloc(1, sizeof(*sp));
             sp->c = c;
@@ -484,6 +507,21 @@ static void test_dial(unsigned port)
     close(fd);
 }
 
+static void test_worker_timer(unsigned port)
+{
+    int fd = dial(port);
+    char line[256];
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    put(fd, "WTIMER\n");
+    get_line(fd, line, sizeof(line));
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    CHECK(strstr(line, "fired 2") != NULL);
+    long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    CHECK(ms >= 50); /* 30 ms, then 20 ms: never early */
+    close(fd);
+}
+
 static void test_self_post(unsigned port)
 {
     int fd = dial(port);
@@ -634,6 +672,7 @@ int main(void)
         test_file_ops(port);
         test_dial(port);
         test_self_post(port);
+        test_worker_timer(port);
         test_shutdown(e, port);
         sb_engine_free(e);
 
