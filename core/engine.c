@@ -297,19 +297,9 @@ unsigned sb_engine_workers(const struct sb_engine *e)
     return e->nworkers;
 }
 
-const struct sb_features *sb_engine_features(const struct sb_engine *e)
-{
-    return &e->feat;
-}
-
 uint64_t sb_engine_connections(const struct sb_engine *e)
 {
     return atomic_load_explicit(&e->nconns, memory_order_relaxed);
-}
-
-uint64_t sb_engine_worker_connections(const struct sb_engine *e, unsigned worker)
-{
-    return atomic_load_explicit(&e->workers[worker].nconns, memory_order_relaxed);
 }
 
 void sb_engine_worker_stats(const struct sb_engine *e, unsigned worker, struct sb_worker_stats *out)

@@ -137,11 +137,8 @@ void sb_engine_wait(struct sb_engine *e);
 void sb_engine_free(struct sb_engine *e);
 
 unsigned sb_engine_workers(const struct sb_engine *e);
-const struct sb_features *sb_engine_features(const struct sb_engine *e);
 /* Open connections across all workers (a relaxed snapshot; any thread). */
 uint64_t sb_engine_connections(const struct sb_engine *e);
-/* Connections of one worker (relaxed snapshot; any thread). */
-uint64_t sb_engine_worker_connections(const struct sb_engine *e, unsigned worker);
 
 /* Counters of one worker since start. Single writer; readers get a relaxed snapshot. */
 struct sb_worker_stats {

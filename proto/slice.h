@@ -5,7 +5,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <string.h>
-#include <strings.h>
 
 /* A borrowed run of bytes: valid exactly as long as the buffer it points into. */
 struct sb_slice {
@@ -24,13 +23,6 @@ static inline bool sb_slice_eq(struct sb_slice a, const char *s)
 {
     size_t n = strlen(s);
     return a.len == n && memcmp(a.base, s, n) == 0;
-}
-
-/* True when the slice equals s ignoring ASCII case. */
-static inline bool sb_slice_ieq(struct sb_slice a, const char *s)
-{
-    size_t n = strlen(s);
-    return a.len == n && strncasecmp(a.base, s, n) == 0;
 }
 
 #endif
