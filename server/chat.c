@@ -1,7 +1,8 @@
 /*
  * Messaging: the user directory (home worker), conversations and their sequencer (the
- * conversation's home worker), history (in memory, logged by server/store.c), sync, and
- * delivery. Every cross-worker step is one mail carrying one allocation that the receiver frees.
+ * conversation's home worker), groups, receipts, typing, history (in memory, logged by
+ * server/store.c), sync, and delivery by traffic class. Every cross-worker step is one mail
+ * carrying one allocation that the receiver frees.
  */
 #include "server/chat.h"
 
@@ -16,6 +17,7 @@
 #include "proto/json.h"
 #include "proto/ws.h"
 #include "server/gateway.h"
+#include "server/metrics.h"
 #include "server/table.h"
 
 _Static_assert(SB_DEVICE_ID_MAX == SB_STORE_DEVICE_MAX, "device ids fit the log");
@@ -25,22 +27,68 @@ _Static_assert(SB_CLIENT_ID_MAX == SB_STORE_CLIENT_ID_MAX, "client ids fit the l
 #define SYNC_LIMIT_MAX 1000
 #define SYNC_MAX_CONVS 100
 #define SYNC_PAGE_BYTES (1u << 20) /* a page holds fewer messages than asked past this */
+#define USERS_MAX 1000             /* users named in one request */
+#define BEHIND_MAX 16              /* conversations a device may be behind in before it is closed */
+#define TYPING_INTERVAL_MS 1000    /* typing: one event per user per conversation per second */
+#define RECEIPT_SENDERS_MAX 64     /* senders one receipt is forwarded to */
+#define PACKED_USER (1 + SB_USER_ID_MAX)
+
+/* Traffic classes (DESIGN.md §5): what happens to a push when a device's queue is over the limit.
+ */
+enum chat_class {
+    CLASS_MESSAGE, /* never dropped: the device is told it is behind and pulls with sync */
+    CLASS_RECEIPT, /* never dropped: queued regardless (small; a dead reader is closed by ping) */
+    CLASS_TYPING,  /* dropped */
+};
 
 struct chat_user;
+
+/* The conversations a device missed deliveries of while its queue was full. */
+struct chat_behind {
+    uint32_t n;
+    struct {
+        uint8_t len;
+        char id[SB_CONV_ID_MAX + 1];
+    } conv[BEHIND_MAX];
+};
 
 struct chat_device {
     struct chat_device *next;
     struct chat_user *user;
     struct sb_conn *conn;
     uint64_t conn_id;
+    uint64_t since_ms; /* registration (monotonic): the oldest goes first */
+    double msg_tokens; /* token buckets (messages, bytes), refilled at refill_ms */
+    double byte_tokens;
+    uint64_t refill_ms;
+    struct chat_behind *behind; /* NULL while it is not behind anywhere */
     char id[SB_DEVICE_ID_MAX + 1];
 };
 
+/* A conversation in a user's index (on the user's home worker). */
+struct chat_uconv {
+    uint8_t len;
+    char id[SB_CONV_ID_MAX + 1];
+};
+
+/* A user on its home worker: devices online and the conversations it belongs to. */
 struct chat_user {
     char id[SB_USER_ID_MAX + 1];
     size_t id_len;
     struct chat_device *devices;
     unsigned ndevices;
+    unsigned ngroups;
+    struct sb_table convs; /* of struct chat_uconv */
+};
+
+struct chat_member {
+    char id[SB_USER_ID_MAX + 1];
+    size_t id_len;
+    uint32_t index; /* in chat_conv.mlist */
+    unsigned home;  /* the member's home worker */
+    bool admin;
+    uint64_t read_seq, delivered_seq; /* receipts: up to and including */
+    uint64_t typing_ms;               /* the last typing event forwarded */
 };
 
 /*
@@ -50,12 +98,35 @@ struct chat_user {
 struct chat_conv {
     char id[SB_CONV_ID_MAX + 1];
     size_t id_len;
+    bool group;
     uint64_t last_seq;
-    uint32_t snap_gen;                        /* the compaction pass that last wrote it */
-    char members[2][SB_USER_ID_MAX + 1];      /* a direct conversation's two users */
+    uint64_t state_seq; /* replay: the seq the membership is at (group record or system message) */
+    uint64_t created_ms;
+    uint32_t snap_gen;  /* the compaction pass that last wrote it */
+    size_t group_bytes; /* its group record's size, counted as live */
+    char name[SB_GROUP_NAME_MAX + 1];
+    size_t name_len;
+    char owner[SB_USER_ID_MAX + 1];
+    size_t owner_len;
+    struct sb_table members; /* of struct chat_member */
+    struct chat_member **mlist;
+    uint32_t nmembers, mcap;
     struct sb_store_ent **hist;               /* ring of the newest messages, oldest at hist_head */
     uint32_t hist_head, hist_count, hist_cap; /* hist_cap grows up to history_max */
     struct sb_table dedup;                    /* record key (user, client id) -> message */
+};
+
+/* A conversation list being gathered from the sequencers for one device. */
+struct chat_gather {
+    struct chat_gather *next;
+    uint64_t id, conn_id;
+    unsigned parts; /* answers still to come */
+    size_t user_len, req_len;
+    char user[SB_USER_ID_MAX + 1];
+    char req[SB_CLIENT_ID_MAX + 1];
+    char *json; /* the items so far, comma-separated */
+    size_t len, cap;
+    bool failed;
 };
 
 struct chat_shard {
@@ -67,6 +138,8 @@ struct chat_shard {
     size_t nall, cap_all;
     size_t snap_next; /* the next conversation the compaction pass snap_gen writes */
     uint32_t snap_gen;
+    struct chat_gather *gathers;
+    uint64_t next_gather;
 };
 
 static struct sb_chat_config cfg;
@@ -79,11 +152,25 @@ static const char *user_key(const void *obj, size_t *len)
     return u->id;
 }
 
+static const char *uconv_key(const void *obj, size_t *len)
+{
+    const struct chat_uconv *uc = obj;
+    *len = uc->len;
+    return uc->id;
+}
+
 static const char *conv_key(const void *obj, size_t *len)
 {
     const struct chat_conv *cv = obj;
     *len = cv->id_len;
     return cv->id;
+}
+
+static const char *member_key(const void *obj, size_t *len)
+{
+    const struct chat_member *m = obj;
+    *len = m->id_len;
+    return m->id;
 }
 
 static const char *msg_key(const void *obj, size_t *len)
@@ -117,8 +204,20 @@ static void conv_free(struct chat_conv *cv)
     for (uint32_t i = 0; i < cv->hist_count; i++)
         sb_store_ent_free(hist_at(cv, i));
     free(cv->hist);
+    for (uint32_t i = 0; i < cv->nmembers; i++)
+        free(cv->mlist[i]);
+    free(cv->mlist);
+    sb_table_destroy(&cv->members);
     sb_table_destroy(&cv->dedup);
     free(cv);
+}
+
+static void user_free(struct chat_user *u)
+{
+    for (size_t i = 0; i < u->convs.cap; i++)
+        free(u->convs.slots[i].obj);
+    sb_table_destroy(&u->convs);
+    free(u);
 }
 
 void sb_chat_free(void)
@@ -129,8 +228,18 @@ void sb_chat_free(void)
             conv_free(sh->all[k]);
         free(sh->all);
         sb_table_destroy(&sh->convs);
-        /* Users leave with their last device; none remain once the engine has stopped. */
+        /* Devices are gone once the engine has stopped; users remain for their index. */
+        for (size_t k = 0; k < sh->users.cap; k++) {
+            if (sh->users.slots[k].obj)
+                user_free(sh->users.slots[k].obj);
+        }
         sb_table_destroy(&sh->users);
+        while (sh->gathers) {
+            struct chat_gather *g = sh->gathers;
+            sh->gathers = g->next;
+            free(g->json);
+            free(g);
+        }
     }
     free(shards);
     shards = NULL;
@@ -148,6 +257,27 @@ static uint64_t wall_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Packed user lists (requests, envelopes): a length byte, then the id; repeated. */
+static size_t pack_user(char *p, const char *id, size_t len)
+{
+    p[0] = (char)len;
+    memcpy(p + 1, id, len);
+    return len + 1;
+}
+
+static const char *unpack_user(const char *p, size_t *len)
+{
+    *len = (uint8_t)p[0];
+    return p + 1;
+}
+
 /* ---- output -------------------------------------------------------------------------------- */
 
 /* Queues a JSON text message (json already encoded) on one connection. */
@@ -157,9 +287,10 @@ static void send_text(struct sb_conn *c, const char *json, size_t len)
         sb_conn_close(c, -ENOMEM);
 }
 
-/* {"type":"error",["id":...,]"code":...,"message":...[,"conv":...]} */
+/* {"type":"error",["id":...,]"code":...,"message":...[,"conv":...][,"retry_after_ms":N]} */
 static ssize_t encode_error(char *buf, size_t cap, const char *id, size_t id_len, const char *code,
-                            const char *message, const char *conv, size_t conv_len)
+                            const char *message, const char *conv, size_t conv_len,
+                            uint64_t retry_after_ms)
 {
     struct sb_json_writer w;
     sb_json_writer_init(&w, buf, cap);
@@ -178,6 +309,10 @@ static ssize_t encode_error(char *buf, size_t cap, const char *id, size_t id_len
         sb_json_key(&w, "conv");
         sb_json_str(&w, conv, conv_len);
     }
+    if (retry_after_ms) {
+        sb_json_key(&w, "retry_after_ms");
+        sb_json_uint(&w, retry_after_ms);
+    }
     sb_json_end_object(&w);
     return sb_json_finish(&w);
 }
@@ -185,11 +320,14 @@ static ssize_t encode_error(char *buf, size_t cap, const char *id, size_t id_len
 /* Sends an error answering request id (may be NULL). */
 static void send_error(struct sb_conn *c, const char *id, const char *code, const char *message)
 {
-    char buf[512];
-    ssize_t n = encode_error(buf, sizeof(buf), id, id ? strlen(id) : 0, code, message, NULL, 0);
+    char buf[768];
+    ssize_t n = encode_error(buf, sizeof(buf), id, id ? strlen(id) : 0, code, message, NULL, 0, 0);
     if (n > 0)
         send_text(c, buf, (size_t)n);
 }
+
+static const char *const system_names[] = {"", "member_added", "member_removed", "renamed",
+                                           "created"};
 
 /* Writes the `message` operation for a stored message as the writer's next value. */
 static void write_message(struct sb_json_writer *w, const struct sb_store_rec *r)
@@ -211,54 +349,165 @@ static void write_message(struct sb_json_writer *w, const struct sb_store_rec *r
     sb_json_str(w, r->device, r->device_len);
     sb_json_key(w, "ts");
     sb_json_uint(w, r->ts_ms);
-    sb_json_key(w, "body");
-    sb_json_raw(w, r->body, r->body_len);
+    if (r->system) {
+        /* A system message's body is its subject: a user id or a name, not JSON text. */
+        sb_json_key(w, "system");
+        sb_json_cstr(w, system_names[r->system]);
+        sb_json_key(w, "subject");
+        sb_json_str(w, r->body, r->body_len);
+    } else {
+        sb_json_key(w, "body");
+        sb_json_raw(w, r->body, r->body_len);
+    }
     sb_json_end_object(w);
 }
 
 /* Bytes write_message needs at most (strings may be escaped up to 6 bytes per byte). */
 static size_t message_bound(const struct sb_store_rec *r)
 {
-    return r->body_len + 6 * (r->conv_len + r->user_len + r->device_len) + 160;
+    return 6 * (r->body_len + r->conv_len + r->user_len + r->device_len) + 200;
 }
 
-/* ---- the directory: devices on their user's home worker ----------------------------------- */
+/* ---- the directory: users and devices on their home worker --------------------------------- */
+
+/* The user homed on this shard, created when `create`. NULL when absent or without memory. */
+static struct chat_user *user_get(struct chat_shard *sh, const char *id, size_t len, bool create)
+{
+    struct chat_user *u = sb_table_get(&sh->users, id, len);
+    if (u || !create)
+        return u;
+    u = calloc(1, sizeof(*u));
+    if (!u)
+        return NULL;
+    memcpy(u->id, id, len);
+    u->id_len = len;
+    sb_table_init(&u->convs, uconv_key);
+    if (sb_table_add(&sh->users, u) < 0) {
+        free(u);
+        return NULL;
+    }
+    return u;
+}
+
+/* A user with no device and no conversation takes no memory. */
+static void user_release(struct chat_shard *sh, struct chat_user *u)
+{
+    if (u->ndevices == 0 && u->convs.count == 0) {
+        sb_table_remove(&sh->users, u->id, u->id_len);
+        user_free(u);
+    }
+}
+
+static bool is_group_id(const char *id, size_t len)
+{
+    return len > 2 && id[0] == 'g' && id[1] == ':';
+}
+
+/* Adds or removes a conversation in a user's index. Returns 0 or -ENOMEM. */
+static int index_set(struct chat_user *u, const char *conv, size_t len, bool member)
+{
+    struct chat_uconv *uc = sb_table_get(&u->convs, conv, len);
+    if (member && !uc) {
+        uc = malloc(sizeof(*uc));
+        if (!uc)
+            return -ENOMEM;
+        uc->len = (uint8_t)len;
+        memcpy(uc->id, conv, len);
+        if (sb_table_add(&u->convs, uc) < 0) {
+            free(uc);
+            return -ENOMEM;
+        }
+        u->ngroups += is_group_id(conv, len);
+    } else if (!member && uc) {
+        sb_table_remove(&u->convs, conv, len);
+        free(uc);
+        u->ngroups -= is_group_id(conv, len);
+    }
+    return 0;
+}
+
+static struct chat_device *find_device(struct sb_worker *w, const char *user, size_t len,
+                                       uint64_t conn_id)
+{
+    struct chat_user *u = sb_table_get(&my_shard(w)->users, user, len);
+    for (struct chat_device *d = u ? u->devices : NULL; d; d = d->next) {
+        if (d->conn_id == conn_id)
+            return d;
+    }
+    return NULL;
+}
+
+/* {"type":"goaway","reason":...} then a close: the device was replaced by a newer one. */
+static void device_replace(struct chat_device *d)
+{
+    static const char msg[] =
+        "{\"type\":\"goaway\",\"reason\":\"replaced by a newer device\",\"reconnect_after_ms\":0}";
+    send_text(d->conn, msg, sizeof(msg) - 1);
+    sb__ws_close(d->conn, SB_WS_CLOSE_POLICY, "replaced by a newer device");
+}
+
+/* Refuses a device past max_devices: an error, then a close. */
+static void device_refuse(struct sb_conn *c)
+{
+    char msg[160];
+    snprintf(msg, sizeof(msg), "too many devices online (max %u)", cfg.max_devices);
+    send_error(c, NULL, "conflict", msg);
+    sb__ws_close(c, SB_WS_CLOSE_POLICY, "too many devices");
+}
 
 int sb_chat_register(struct sb_conn *c, struct sb_chat_login *login)
 {
     struct chat_shard *sh = my_shard(sb_conn_worker(c));
+    struct sb_session *s = sb_conn_app(c);
     size_t ulen = strlen(login->user);
-    struct chat_user *u = sb_table_get(&sh->users, login->user, ulen);
+    struct chat_user *u = user_get(sh, login->user, ulen, true);
     if (!u) {
-        u = calloc(1, sizeof(*u));
-        if (u) {
-            memcpy(u->id, login->user, ulen + 1);
-            u->id_len = ulen;
-        }
-        if (!u || sb_table_add(&sh->users, u) < 0) {
-            free(u);
+        free(login);
+        return -ENOMEM;
+    }
+    if (cfg.max_devices && u->ndevices >= cfg.max_devices) {
+        if (cfg.device_policy == SB_DEVICES_REFUSE) {
+            sb_log(SB_LOG_INFO, 0, "c%llx: %s refused: %u devices online",
+                   (unsigned long long)sb_conn_id(c), login->user, u->ndevices);
             free(login);
-            return -ENOMEM;
+            s->chat = NULL;
+            device_refuse(c);
+            return 0;
+        }
+        /* The oldest device that is not already closing makes room. */
+        struct chat_device *old = NULL;
+        for (struct chat_device *d = u->devices; d; d = d->next) {
+            if (!sb_conn_is_closing(d->conn))
+                old = d; /* devices are prepended: the last one is the oldest */
+        }
+        if (old) {
+            sb_log(SB_LOG_INFO, 0, "c%llx: %s/%s replaced by a newer device",
+                   (unsigned long long)old->conn_id, u->id, old->id);
+            device_replace(old);
         }
     }
     struct chat_device *d = calloc(1, sizeof(*d));
     if (!d) {
         free(login);
+        user_release(sh, u);
         return -ENOMEM;
     }
     d->user = u;
     d->conn = c;
     d->conn_id = sb_conn_id(c);
+    d->since_ms = mono_ms();
+    d->refill_ms = d->since_ms;
+    d->msg_tokens = 2.0 * cfg.rate_messages;
+    d->byte_tokens = 2.0 * (double)cfg.rate_bytes;
     memcpy(d->id, login->device, sizeof(d->id));
     d->next = u->devices;
     u->devices = d;
     u->ndevices++;
     free(login);
-    struct sb_session *s = sb_conn_app(c);
     s->chat = d;
     s->chat_registered = true;
 
-    char buf[512], session[20];
+    char buf[768], session[20];
     snprintf(session, sizeof(session), "%016llx", (unsigned long long)d->conn_id);
     struct sb_json_writer w;
     sb_json_writer_init(&w, buf, sizeof(buf));
@@ -273,6 +522,17 @@ int sb_chat_register(struct sb_conn *c, struct sb_chat_login *login)
     sb_json_cstr(&w, session);
     sb_json_key(&w, "server_time");
     sb_json_uint(&w, wall_ms());
+    sb_json_key(&w, "limits");
+    sb_json_begin_object(&w);
+    sb_json_key(&w, "max_body");
+    sb_json_uint(&w, cfg.max_body);
+    sb_json_key(&w, "messages_per_s");
+    sb_json_uint(&w, cfg.rate_messages);
+    sb_json_key(&w, "bytes_per_s");
+    sb_json_uint(&w, cfg.rate_bytes);
+    sb_json_key(&w, "max_group_members");
+    sb_json_uint(&w, cfg.max_group_members);
+    sb_json_end_object(&w);
     sb_json_end_object(&w);
     ssize_t n = sb_json_finish(&w);
     if (n > 0)
@@ -286,7 +546,7 @@ void sb_chat_unregister(struct sb_conn *c)
 {
     struct sb_session *s = sb_conn_app(c);
     if (!s->chat_registered) {
-        free(s->chat); /* a login that never reached its home worker */
+        free(s->chat); /* a login that never reached its home worker, or NULL */
         s->chat = NULL;
         return;
     }
@@ -299,23 +559,45 @@ void sb_chat_unregister(struct sb_conn *c)
         }
     }
     u->ndevices--;
+    free(d->behind);
     free(d);
     s->chat = NULL;
     s->chat_registered = false;
-    if (u->ndevices == 0) {
-        sb_table_remove(&my_shard(sb_conn_worker(c))->users, u->id, u->id_len);
-        free(u);
-    }
+    user_release(my_shard(sb_conn_worker(c)), u);
 }
 
 /* ---- mail between workers ------------------------------------------------------------------ */
 
-/* A send on its way to the sequencer. Strings are NUL-terminated inside data. */
-struct chat_post {
+enum chat_req_kind {
+    REQ_SEND,
+    REQ_TYPING,
+    REQ_RECEIPT,
+    REQ_CREATE,
+    REQ_ADD,
+    REQ_REMOVE,
+    REQ_LEAVE,
+    REQ_RENAME,
+    REQ_PROMOTE,
+    REQ_DEMOTE,
+    REQ_GET,
+    REQ_LIST, /* a part of conv_list (list_serve): `users` holds conversation ids, `seq` the
+                 gather id */
+};
+
+/*
+ * A request on its way to a conversation's sequencer. Strings are NUL-terminated inside data.
+ * `text` is a send's body (its JSON text, quotes included) or a group's name; `users` is a
+ * packed list.
+ */
+struct chat_req {
+    uint8_t kind; /* enum chat_req_kind */
+    uint8_t receipt_kind;
     unsigned from_worker;
-    uint64_t conn_id;
-    const char *user, *device, *client_id, *conv, *body; /* body: raw JSON text */
-    size_t user_len, device_len, client_id_len, conv_len, body_len;
+    uint64_t conn_id; /* the requesting device; 0: the server itself */
+    uint64_t seq;
+    uint32_t nusers;
+    const char *user, *device, *client_id, *conv, *text, *users;
+    size_t user_len, device_len, client_id_len, conv_len, text_len, users_len;
     char data[];
 };
 
@@ -339,25 +621,30 @@ struct chat_reply {
     char json[];
 };
 
-/* A message for the devices of some users homed on one worker. */
+/* One push (message, receipt, typing) for the devices of some users homed on one worker. */
 struct chat_envelope {
-    uint64_t skip_conn_id; /* the sending device: it gets an ack instead */
-    unsigned nusers;
-    size_t json_len;
-    char users[2][SB_USER_ID_MAX + 1];
-    char json[];
+    uint8_t cls;           /* enum chat_class */
+    uint64_t skip_conn_id; /* the device that caused it: it gets an answer instead */
+    uint64_t seq;          /* messages: the message's seq (for `behind`) */
+    size_t conv_len, json_len, users_len;
+    char conv[SB_CONV_ID_MAX + 1];
+    char data[]; /* json, then the packed users */
 };
 
-static struct chat_device *find_device(struct sb_worker *w, const char *user, size_t len,
-                                       uint64_t conn_id)
-{
-    struct chat_user *u = sb_table_get(&my_shard(w)->users, user, len);
-    for (struct chat_device *d = u ? u->devices : NULL; d; d = d->next) {
-        if (d->conn_id == conn_id)
-            return d;
-    }
-    return NULL;
-}
+/* A change of membership for users homed on one worker: their conversation index follows. */
+struct chat_note {
+    bool join;
+    size_t conv_len, users_len;
+    char conv[SB_CONV_ID_MAX + 1];
+    char users[];
+};
+
+/* A part of a conversation list, back to the gathering worker. */
+struct chat_list_part {
+    uint64_t gather;
+    size_t len;
+    char json[];
+};
 
 static void reply_arrive(struct sb_worker *w, void *arg)
 {
@@ -397,6 +684,8 @@ static void reply_post(struct sb_worker *w, unsigned to, struct chat_reply *r, b
 static void post_text(struct sb_worker *w, unsigned to, uint64_t conn_id, const char *user,
                       size_t user_len, const char *json, size_t len, bool after_durable)
 {
+    if (!conn_id)
+        return; /* the server's own request: nobody waits for the answer */
     struct chat_reply *r = reply_new(conn_id, user, user_len, len);
     if (!r) {
         sb_log(SB_LOG_WARN, -ENOMEM, "reply for c%llx dropped", (unsigned long long)conn_id);
@@ -407,35 +696,228 @@ static void post_text(struct sb_worker *w, unsigned to, uint64_t conn_id, const 
     reply_post(w, to, r, after_durable);
 }
 
+/* Answers a request with an error (on the requester's worker). */
+static void req_error(struct sb_worker *w, const struct chat_req *r, const char *code,
+                      const char *message)
+{
+    char buf[1024];
+    ssize_t n = encode_error(buf, sizeof(buf), r->client_id_len ? r->client_id : NULL,
+                             r->client_id_len, code, message, r->conv, r->conv_len, 0);
+    if (n > 0)
+        post_text(w, r->from_worker, r->conn_id, r->user, r->user_len, buf, (size_t)n, false);
+}
+
+/* Is the device behind in this conversation? With `clear`, it no longer is (it synced). */
+static bool behind_in(struct chat_device *d, const char *conv, size_t len, bool clear)
+{
+    struct chat_behind *b = d->behind;
+    for (uint32_t i = 0; b && i < b->n; i++) {
+        if (b->conv[i].len == len && memcmp(b->conv[i].id, conv, len) == 0) {
+            if (clear) {
+                b->conv[i] = b->conv[--b->n];
+                if (b->n == 0) {
+                    free(b);
+                    d->behind = NULL;
+                }
+            }
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * The device's queue is full: it stops getting this conversation's messages and is told once,
+ * with the last seq it was sent. Past BEHIND_MAX conversations it is closed (1008): nothing is
+ * lost, everything is in history for its next sync.
+ */
+static void mark_behind(struct sb_worker *w, struct chat_device *d, const struct chat_envelope *env)
+{
+    struct chat_behind *b = d->behind;
+    if (!b) {
+        b = d->behind = calloc(1, sizeof(*b));
+        if (!b) {
+            sb_conn_close(d->conn, -ENOMEM);
+            return;
+        }
+    }
+    if (b->n == BEHIND_MAX) {
+        sb_log(SB_LOG_INFO, 0, "c%llx: %s/%s closed: behind in %u conversations",
+               (unsigned long long)d->conn_id, d->user->id, d->id, BEHIND_MAX);
+        sb__ws_close(d->conn, SB_WS_CLOSE_POLICY, "too far behind; reconnect and sync");
+        return;
+    }
+    b->conv[b->n].len = (uint8_t)env->conv_len;
+    memcpy(b->conv[b->n].id, env->conv, env->conv_len);
+    b->n++;
+    sb_metric_add(w, SB_M_BEHIND, 1);
+    char buf[512];
+    struct sb_json_writer jw;
+    sb_json_writer_init(&jw, buf, sizeof(buf));
+    sb_json_begin_object(&jw);
+    sb_json_key(&jw, "type");
+    sb_json_cstr(&jw, "behind");
+    sb_json_key(&jw, "conv");
+    sb_json_str(&jw, env->conv, env->conv_len);
+    sb_json_key(&jw, "seq");
+    sb_json_uint(&jw, env->seq - 1);
+    sb_json_end_object(&jw);
+    ssize_t n = sb_json_finish(&jw);
+    if (n > 0)
+        send_text(d->conn, buf, (size_t)n);
+}
+
 static void envelope_arrive(struct sb_worker *w, void *arg)
 {
     struct chat_envelope *env = arg;
+    struct chat_shard *sh = my_shard(w);
     /* One frame for every local device of every listed user: encoded once, queued by
      * reference. */
     uint8_t hdr[SB_WS_MAX_HEADER];
     size_t hlen = sb_ws_encode_header(hdr, true, SB_WS_TEXT, env->json_len, NULL);
     struct sb_chunk *ch = NULL;
-    for (unsigned i = 0; i < env->nusers; i++) {
-        struct chat_user *u =
-            sb_table_get(&my_shard(w)->users, env->users[i], strlen(env->users[i]));
+    uint64_t sent = 0, dropped = 0;
+    const char *p = env->data + env->json_len, *end = p + env->users_len;
+    while (p < end) {
+        size_t ulen;
+        const char *uid = unpack_user(p, &ulen);
+        p = uid + ulen;
+        struct chat_user *u = sb_table_get(&sh->users, uid, ulen);
         for (struct chat_device *d = u ? u->devices : NULL; d; d = d->next) {
             if (d->conn_id == env->skip_conn_id || sb_conn_is_closing(d->conn))
                 continue;
+            bool full = sb_conn_out_bytes(d->conn) > cfg.slow_queue_bytes;
+            if (env->cls == CLASS_TYPING && full) {
+                dropped++;
+                continue;
+            }
+            if (env->cls == CLASS_MESSAGE) {
+                if (behind_in(d, env->conv, env->conv_len, false))
+                    continue;
+                if (full) {
+                    mark_behind(w, d, env);
+                    continue;
+                }
+            }
             if (!ch) {
                 ch = sb_chunk_new(w, hlen + env->json_len);
                 if (!ch)
                     break;
                 memcpy(ch->data, hdr, hlen);
-                memcpy(ch->data + hlen, env->json, env->json_len);
+                memcpy(ch->data + hlen, env->data, env->json_len);
                 ch->len = (uint32_t)(hlen + env->json_len);
             }
             if (sb_conn_send_chunk(d->conn, ch) < 0)
                 sb_conn_close(d->conn, -ENOMEM);
+            else
+                sent++;
         }
     }
     if (ch)
         sb_chunk_unref(w, ch);
+    sb_metric_add(w,
+                  env->cls == CLASS_MESSAGE   ? SB_M_DELIVERIES
+                  : env->cls == CLASS_RECEIPT ? SB_M_RECEIPTS_OUT
+                                              : SB_M_TYPING_OUT,
+                  sent);
+    if (dropped)
+        sb_metric_add(w, SB_M_TYPING_DROPPED, dropped);
     free(env);
+}
+
+/*
+ * A fan-out: one push for a set of users, grouped by their home workers into one envelope per
+ * worker. Build with fan_add, send with fan_post (which frees it).
+ */
+struct chat_fan {
+    const char *json;
+    size_t json_len;
+    struct {
+        char *users;
+        size_t len, cap;
+    } * to; /* per worker */
+};
+
+static int fan_init(struct chat_fan *f, const char *json, size_t len)
+{
+    f->json = json;
+    f->json_len = len;
+    f->to = calloc(cfg.workers, sizeof(*f->to));
+    return f->to ? 0 : -ENOMEM;
+}
+
+static void fan_add(struct chat_fan *f, const char *user, size_t len, unsigned home)
+{
+    if (!f->to)
+        return;
+    if (f->to[home].cap - f->to[home].len < PACKED_USER) {
+        size_t cap = f->to[home].cap ? f->to[home].cap * 2 : 16 * PACKED_USER;
+        char *users = realloc(f->to[home].users, cap);
+        if (!users)
+            return; /* this user misses a push; it is in history for sync */
+        f->to[home].users = users;
+        f->to[home].cap = cap;
+    }
+    f->to[home].len += pack_user(f->to[home].users + f->to[home].len, user, len);
+}
+
+/* Mails every envelope (after what was appended is durable, for messages) and frees f. */
+static void fan_post(struct sb_worker *w, struct chat_fan *f, enum chat_class cls,
+                     const struct chat_conv *cv, uint64_t seq, uint64_t skip_conn_id)
+{
+    for (unsigned k = 0; f->to && k < cfg.workers; k++) {
+        if (!f->to[k].len)
+            continue;
+        struct chat_envelope *env = malloc(sizeof(*env) + f->json_len + f->to[k].len);
+        if (env) {
+            env->cls = (uint8_t)cls;
+            env->skip_conn_id = skip_conn_id;
+            env->seq = seq;
+            env->conv_len = cv->id_len;
+            memcpy(env->conv, cv->id, cv->id_len);
+            env->json_len = f->json_len;
+            env->users_len = f->to[k].len;
+            memcpy(env->data, f->json, f->json_len);
+            memcpy(env->data + f->json_len, f->to[k].users, f->to[k].len);
+            int e = cls == CLASS_MESSAGE
+                        ? sb_store_post_after(my_shard(w)->log, w, k, envelope_arrive, env)
+                        : sb_worker_post(w, k, envelope_arrive, env);
+            if (e < 0)
+                free(env);
+        }
+        free(f->to[k].users);
+    }
+    free(f->to);
+    f->to = NULL;
+}
+
+static void note_arrive(struct sb_worker *w, void *arg);
+
+/* Mails the users' home workers that they joined or left cv (their conversation index). */
+static void note_post(struct sb_worker *w, const struct chat_conv *cv, bool join,
+                      struct chat_member *const *ms, uint32_t n)
+{
+    struct chat_fan f;
+    if (fan_init(&f, NULL, 0) < 0)
+        return;
+    for (uint32_t i = 0; i < n; i++)
+        fan_add(&f, ms[i]->id, ms[i]->id_len, ms[i]->home);
+    for (unsigned k = 0; k < cfg.workers; k++) {
+        if (!f.to[k].len)
+            continue;
+        struct chat_note *nt = malloc(sizeof(*nt) + f.to[k].len);
+        if (nt) {
+            nt->join = join;
+            nt->conv_len = cv->id_len;
+            memcpy(nt->conv, cv->id, cv->id_len);
+            nt->users_len = f.to[k].len;
+            memcpy(nt->users, f.to[k].users, f.to[k].len);
+            if (sb_worker_post(w, k, note_arrive, nt) < 0)
+                free(nt);
+        }
+        free(f.to[k].users);
+    }
+    free(f.to);
 }
 
 /* ---- conversations and history ------------------------------------------------------------- */
@@ -463,6 +945,127 @@ static bool dm_members(const char *id, size_t len, char a[SB_USER_ID_MAX + 1],
     return true;
 }
 
+static struct chat_member *member_get(const struct chat_conv *cv, const char *user, size_t len)
+{
+    return sb_table_get(&cv->members, user, len);
+}
+
+static struct chat_member *member_add(struct chat_conv *cv, const char *user, size_t len)
+{
+    if (cv->nmembers == cv->mcap) {
+        uint32_t cap = cv->mcap ? cv->mcap * 2 : 2;
+        struct chat_member **ml = realloc(cv->mlist, cap * sizeof(*ml));
+        if (!ml)
+            return NULL;
+        cv->mlist = ml;
+        cv->mcap = cap;
+    }
+    struct chat_member *m = calloc(1, sizeof(*m));
+    if (!m)
+        return NULL;
+    memcpy(m->id, user, len);
+    m->id_len = len;
+    m->home = sb_home_worker(user, len, cfg.workers);
+    m->index = cv->nmembers;
+    if (sb_table_add(&cv->members, m) < 0) {
+        free(m);
+        return NULL;
+    }
+    cv->mlist[cv->nmembers++] = m;
+    return m;
+}
+
+static void member_remove(struct chat_conv *cv, struct chat_member *m)
+{
+    sb_table_remove(&cv->members, m->id, m->id_len);
+    struct chat_member *last = cv->mlist[--cv->nmembers];
+    cv->mlist[m->index] = last;
+    last->index = m->index;
+    free(m);
+}
+
+/* Bytes of a group's record, and its body (name, members and roles; see store.h). */
+static size_t group_body_size(const struct chat_conv *cv)
+{
+    size_t n = 1 + cv->name_len + 4;
+    for (uint32_t i = 0; i < cv->nmembers; i++)
+        n += 2 + cv->mlist[i]->id_len;
+    return n;
+}
+
+/* Encodes cv's group record into a new entry (NULL without memory). */
+static struct sb_store_ent *group_record(const struct chat_conv *cv)
+{
+    size_t blen = group_body_size(cv);
+    char *body = malloc(blen);
+    if (!body)
+        return NULL;
+    char *p = body;
+    *p++ = (char)cv->name_len;
+    memcpy(p, cv->name, cv->name_len);
+    p += cv->name_len;
+    uint32_t n = cv->nmembers;
+    for (int i = 0; i < 4; i++)
+        *p++ = (char)(n >> (8 * i));
+    for (uint32_t i = 0; i < n; i++) {
+        const struct chat_member *m = cv->mlist[i];
+        p += pack_user(p, m->id, m->id_len);
+        *p++ = (char)(m->admin ? 1 : 0);
+    }
+    struct sb_store_rec r = {.type = SB_STORE_GROUP,
+                             .seq = cv->last_seq,
+                             .ts_ms = cv->created_ms,
+                             .conv = cv->id,
+                             .conv_len = cv->id_len,
+                             .user = cv->owner,
+                             .user_len = cv->owner_len,
+                             .body = body,
+                             .body_len = blen};
+    size_t len = sb_store_rec_size(&r);
+    struct sb_store_ent *e = malloc(sizeof(*e) + len);
+    if (e) {
+        e->next = NULL;
+        e->flags = 0;
+        e->len = (uint32_t)len;
+        if (sb_store_encode(&r, e->rec, len) < 0) {
+            free(e);
+            e = NULL;
+        }
+    }
+    free(body);
+    return e;
+}
+
+/* Applies a group record's body to cv (replacing name and members). Returns 0 or -errno. */
+static int group_apply(struct chat_conv *cv, const struct sb_store_rec *r)
+{
+    const uint8_t *p = (const uint8_t *)r->body, *end = p + r->body_len;
+    size_t nlen = *p++;
+    if (nlen > SB_GROUP_NAME_MAX || (size_t)(end - p) < nlen + 4)
+        return -EBADMSG;
+    memcpy(cv->name, p, nlen);
+    cv->name_len = nlen;
+    p += nlen;
+    uint32_t n = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+    p += 4;
+    while (cv->nmembers)
+        member_remove(cv, cv->mlist[cv->nmembers - 1]);
+    memcpy(cv->owner, r->user, r->user_len);
+    cv->owner_len = r->user_len;
+    cv->created_ms = r->ts_ms;
+    for (uint32_t i = 0; i < n; i++) {
+        if (end - p < 2 || (size_t)(end - p) < (size_t)p[0] + 2 ||
+            !sb_user_id_valid((const char *)p + 1, p[0]))
+            return -EBADMSG;
+        struct chat_member *m = member_get(cv, (const char *)p + 1, p[0]);
+        if (!m && !(m = member_add(cv, (const char *)p + 1, p[0])))
+            return -ENOMEM;
+        m->admin = p[1 + p[0]] & 1;
+        p += 2 + p[0];
+    }
+    return p == end ? 0 : -EBADMSG;
+}
+
 /* Bytes of a conversation's state record in the log. */
 static size_t state_size(const struct chat_conv *cv)
 {
@@ -470,20 +1073,23 @@ static size_t state_size(const struct chat_conv *cv)
     return sb_store_rec_size(&s);
 }
 
-/*
- * The conversation with this id, created if it is a valid direct conversation id. Returns it,
- * or NULL with *err = -ENOENT (no such conversation) or -ENOMEM.
- */
-static struct chat_conv *conv_get(struct chat_shard *sh, const char *id, size_t len, int *err)
+/* Appends a conversation's group record (after a change of roles or owner). */
+static void group_log(struct sb_worker *w, struct chat_shard *sh, struct chat_conv *cv)
 {
-    struct chat_conv *cv = sb_table_get(&sh->convs, id, len);
-    if (cv)
-        return cv;
-    char a[SB_USER_ID_MAX + 1], b[SB_USER_ID_MAX + 1];
-    *err = -ENOENT;
-    if (!dm_members(id, len, a, b))
-        return NULL;
-    *err = -ENOMEM;
+    struct sb_store_ent *e = group_record(cv);
+    if (!e) {
+        sb_log(SB_LOG_WARN, -ENOMEM, "%s: group record not logged", cv->id);
+        return;
+    }
+    sb_store_account(sh->log, (int64_t)e->len - (int64_t)cv->group_bytes);
+    cv->group_bytes = e->len;
+    sb_store_append(sh->log, w, e, cv->snap_gen);
+    sb_store_ent_free(e);
+}
+
+/* A new conversation on its home shard (a direct one gets its two members). NULL: no memory. */
+static struct chat_conv *conv_new(struct chat_shard *sh, const char *id, size_t len, bool group)
+{
     if (sh->nall == sh->cap_all) {
         size_t cap = sh->cap_all ? sh->cap_all * 2 : 64;
         struct chat_conv **all = realloc(sh->all, cap * sizeof(struct chat_conv *));
@@ -492,16 +1098,19 @@ static struct chat_conv *conv_get(struct chat_shard *sh, const char *id, size_t 
         sh->all = all;
         sh->cap_all = cap;
     }
-    cv = calloc(1, sizeof(*cv));
+    struct chat_conv *cv = calloc(1, sizeof(*cv));
     if (!cv)
         return NULL;
     memcpy(cv->id, id, len);
     cv->id_len = len;
-    memcpy(cv->members[0], a, sizeof(a));
-    memcpy(cv->members[1], b, sizeof(b));
+    cv->group = group;
     cv->snap_gen = sb_store_snapshot_gen(sh->log);
     sb_table_init(&cv->dedup, msg_key);
-    if (sb_table_add(&sh->convs, cv) < 0) {
+    sb_table_init(&cv->members, member_key);
+    char a[SB_USER_ID_MAX + 1], b[SB_USER_ID_MAX + 1];
+    if ((!group && (!dm_members(id, len, a, b) || !member_add(cv, a, strlen(a)) ||
+                    !member_add(cv, b, strlen(b)))) ||
+        sb_table_add(&sh->convs, cv) < 0) {
         conv_free(cv);
         return NULL;
     }
@@ -510,9 +1119,25 @@ static struct chat_conv *conv_get(struct chat_shard *sh, const char *id, size_t 
     return cv;
 }
 
-static bool is_member(const struct chat_conv *cv, const char *user)
+/*
+ * The conversation with this id, created if it is a valid direct conversation id (*created then
+ * true). Returns it, or NULL with *err = -ENOENT (no such conversation) or -ENOMEM.
+ */
+static struct chat_conv *conv_get(struct chat_shard *sh, const char *id, size_t len, int *err,
+                                  bool *created)
 {
-    return strcmp(cv->members[0], user) == 0 || strcmp(cv->members[1], user) == 0;
+    struct chat_conv *cv = sb_table_get(&sh->convs, id, len);
+    *created = false;
+    if (cv)
+        return cv;
+    char a[SB_USER_ID_MAX + 1], b[SB_USER_ID_MAX + 1];
+    *err = -ENOENT;
+    if (!dm_members(id, len, a, b))
+        return NULL;
+    *err = -ENOMEM;
+    cv = conv_new(sh, id, len, false);
+    *created = cv != NULL;
+    return cv;
 }
 
 /* The oldest message leaves history, and with it its de-duplication record. */
@@ -565,8 +1190,10 @@ static int history_add(struct chat_shard *sh, struct chat_conv *cv, struct sb_st
         return -ENOMEM;
     size_t klen;
     const char *key = sb_store_rec_key(m->rec, &klen);
-    /* A key seen before (only a damaged log can hold one twice) keeps its first message. */
-    if (!sb_table_get(&cv->dedup, key, klen) && sb_table_add(&cv->dedup, m) < 0)
+    /* System messages are not de-duplicated (their client ids are the actors' request ids). A
+     * key seen before (only a damaged log can hold one twice) keeps its first message. */
+    if (m->rec[11] == SB_STORE_SYS_NONE && !sb_table_get(&cv->dedup, key, klen) &&
+        sb_table_add(&cv->dedup, m) < 0)
         return -ENOMEM;
     cv->hist[(cv->hist_head + cv->hist_count) % cv->hist_cap] = m;
     cv->hist_count++;
@@ -606,6 +1233,32 @@ static struct sb_store_ent *ent_new(const struct sb_store_rec *r)
     return m;
 }
 
+/* Applies a system message to the membership (at run time and in replay). */
+static int system_apply(struct chat_conv *cv, const struct sb_store_rec *r)
+{
+    struct chat_member *m;
+    switch (r->system) {
+    case SB_STORE_SYS_ADDED:
+        if (!member_get(cv, r->body, r->body_len) && !member_add(cv, r->body, r->body_len))
+            return -ENOMEM;
+        break;
+    case SB_STORE_SYS_REMOVED:
+        if ((m = member_get(cv, r->body, r->body_len)))
+            member_remove(cv, m);
+        break;
+    case SB_STORE_SYS_RENAMED:
+    case SB_STORE_SYS_CREATED:
+        if (r->body_len <= SB_GROUP_NAME_MAX) {
+            memcpy(cv->name, r->body, r->body_len);
+            cv->name_len = r->body_len;
+        }
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
 /* ---- replay and compaction (store callbacks) ----------------------------------------------- */
 
 /* New ids of the generator that made id come after it, even if the clock went back meanwhile. */
@@ -625,10 +1278,18 @@ static void msgid_seen(uint64_t id)
 
 int sb_chat_restore(void *ctx, const struct sb_store_rec *r)
 {
+    (void)ctx;
     /* The conversation is rebuilt on its home shard for today's worker count. */
     struct chat_shard *sh = &shards[sb_home_worker(r->conv, r->conv_len, cfg.workers)];
-    int err;
-    struct chat_conv *cv = conv_get(sh, r->conv, r->conv_len, &err);
+    bool group = is_group_id(r->conv, r->conv_len), created;
+    int err = -ENOENT;
+    struct chat_conv *cv = group ? sb_table_get(&sh->convs, r->conv, r->conv_len)
+                                 : conv_get(sh, r->conv, r->conv_len, &err, &created);
+    /* Compaction writes a group's messages before its group record: either may come first. */
+    if (!cv && group) {
+        err = -ENOMEM;
+        cv = conv_new(sh, r->conv, r->conv_len, true);
+    }
     if (!cv) {
         if (err == -ENOMEM)
             return err;
@@ -636,31 +1297,88 @@ int sb_chat_restore(void *ctx, const struct sb_store_rec *r)
                (int)r->conv_len, r->conv);
         return 0;
     }
-    if (r->type == SB_STORE_STATE) {
+    struct chat_member *m;
+    switch (r->type) {
+    case SB_STORE_STATE:
         if (r->seq > cv->last_seq)
             cv->last_seq = r->seq;
         return 0;
+    case SB_STORE_GROUP:
+        if (!group || r->seq < cv->state_seq)
+            return 0; /* older than what was applied already */
+        cv->state_seq = r->seq;
+        if (r->seq > cv->last_seq)
+            cv->last_seq = r->seq;
+        err = group_apply(cv, r);
+        if (err == -EBADMSG) {
+            sb_log(SB_LOG_WARN, 0, "history: malformed group record of %s skipped", cv->id);
+            return 0;
+        }
+        cv->group_bytes = sb_store_rec_size(r);
+        sb_store_account(sh->log, (int64_t)cv->group_bytes);
+        return err;
+    case SB_STORE_CURSOR:
+        if ((m = member_get(cv, r->user, r->user_len)) && r->seq > m->read_seq)
+            m->read_seq = m->delivered_seq = r->seq;
+        return 0;
+    default:
+        break;
     }
     /* Known already: a copy a compaction interrupted by a crash left in a second file. */
     if (r->seq <= cv->last_seq)
         return 0;
     msgid_seen(r->msg_id);
+    if (r->system && r->seq > cv->state_seq) {
+        cv->state_seq = r->seq;
+        if (system_apply(cv, r) < 0)
+            return -ENOMEM;
+    }
     uint64_t now = wall_ms();
     if (cfg.history_max_age_ms && r->ts_ms + cfg.history_max_age_ms < now) {
         cv->last_seq = r->seq;
         return 0;
     }
-    struct sb_store_ent *m = ent_new(r);
-    if (!m || history_add(sh, cv, m) < 0) {
-        free(m);
+    struct sb_store_ent *e = ent_new(r);
+    if (!e || history_add(sh, cv, e) < 0) {
+        free(e);
         return -ENOMEM;
     }
+    return 0;
+}
+
+int sb_chat_loaded(void)
+{
+    /* Every member's home learns its conversations (the index is not logged: it is derived). */
+    for (unsigned i = 0; i < cfg.workers; i++) {
+        struct chat_shard *sh = &shards[i];
+        for (size_t k = 0; k < sh->nall; k++) {
+            struct chat_conv *cv = sh->all[k];
+            for (uint32_t j = 0; j < cv->nmembers; j++) {
+                struct chat_member *m = cv->mlist[j];
+                struct chat_user *u = user_get(&shards[m->home], m->id, m->id_len, true);
+                if (!u || index_set(u, cv->id, cv->id_len, true) < 0)
+                    return -ENOMEM;
+            }
+        }
+    }
+    return 0;
+}
+
+/* Appends a record built on the stack to a snapshot buffer. */
+static int snap_put(struct sb_store_buf *out, const struct sb_store_rec *r)
+{
+    size_t n = sb_store_rec_size(r);
+    uint8_t *p = sb_store_buf_reserve(out, n);
+    if (!p)
+        return -ENOMEM;
+    sb_store_encode(r, p, n);
     return 0;
 }
 
 int sb_chat_snapshot(void *ctx, unsigned worker, uint32_t gen, struct sb_store_buf *out,
                      size_t target, bool *done)
 {
+    (void)ctx;
     struct chat_shard *sh = &shards[worker];
     if (sh->snap_gen != gen) {
         sh->snap_gen = gen;
@@ -677,13 +1395,31 @@ int sb_chat_snapshot(void *ctx, unsigned worker, uint32_t gen, struct sb_store_b
                 return -ENOMEM;
             memcpy(p, m->rec, m->len);
         }
+        if (cv->group) {
+            struct sb_store_ent *g = group_record(cv);
+            uint8_t *p = g ? sb_store_buf_reserve(out, g->len) : NULL;
+            if (!p) {
+                free(g);
+                return -ENOMEM;
+            }
+            memcpy(p, g->rec, g->len);
+            free(g);
+        }
         struct sb_store_rec s = {
             .type = SB_STORE_STATE, .seq = cv->last_seq, .conv = cv->id, .conv_len = cv->id_len};
-        size_t n = sb_store_rec_size(&s);
-        uint8_t *p = sb_store_buf_reserve(out, n);
-        if (!p)
+        if (snap_put(out, &s) < 0)
             return -ENOMEM;
-        sb_store_encode(&s, p, n);
+        for (uint32_t i = 0; i < cv->nmembers; i++) {
+            const struct chat_member *m = cv->mlist[i];
+            struct sb_store_rec c = {.type = SB_STORE_CURSOR,
+                                     .seq = m->read_seq,
+                                     .conv = cv->id,
+                                     .conv_len = cv->id_len,
+                                     .user = m->id,
+                                     .user_len = m->id_len};
+            if (m->read_seq && snap_put(out, &c) < 0)
+                return -ENOMEM;
+        }
         cv->snap_gen = gen;
         sh->snap_next++;
     }
@@ -721,135 +1457,605 @@ static ssize_t encode_ack(const struct sb_store_rec *r, bool dup, char *buf, siz
     return sb_json_finish(&w);
 }
 
-/* The new message of a send: its log record, with the next seq and a fresh msg_id. */
+/* The next message of cv from request r: its log record, with the next seq and a fresh msg_id.
+ * A system message has `system` and `subject` in place of the body. */
 static struct sb_store_ent *make_msg(struct chat_shard *sh, const struct chat_conv *cv,
-                                     const struct chat_post *p)
+                                     const struct chat_req *q, uint8_t system, const char *subject,
+                                     size_t subject_len)
 {
     struct sb_store_rec r = {
         .type = SB_STORE_MESSAGE,
+        .system = system,
         .seq = cv->last_seq + 1,
         .ts_ms = wall_ms(),
-        .conv = p->conv,
-        .conv_len = p->conv_len,
-        .device = p->device,
-        .device_len = p->device_len,
-        .user = p->user,
-        .user_len = p->user_len,
-        .client_id = p->client_id,
-        .client_id_len = p->client_id_len,
-        .body = p->body,
-        .body_len = p->body_len,
+        .conv = cv->id,
+        .conv_len = cv->id_len,
+        .device = q->device,
+        .device_len = q->device_len,
+        .user = q->user,
+        .user_len = q->user_len,
+        .client_id = q->client_id_len ? q->client_id : "-",
+        .client_id_len = q->client_id_len ? q->client_id_len : 1,
+        .body = system ? subject : q->text,
+        .body_len = system ? subject_len : q->text_len,
     };
     r.msg_id = sb_msgid_next(&sh->ids, r.ts_ms);
     return ent_new(&r);
 }
 
-/* Mails the message to the home worker of each member: one envelope per worker. */
+/* Mails a stored message to the home worker of each member: one envelope per worker. */
 static void deliver(struct sb_worker *w, const struct chat_conv *cv, const struct sb_store_ent *m,
                     uint64_t skip_conn_id)
 {
     struct sb_store_rec r;
     sb_store_view(m->rec, &r);
     size_t cap = message_bound(&r);
-    struct chat_envelope *env[2] = {NULL, NULL};
-    unsigned target[2] = {0, 0}, nenv = 0;
-    for (unsigned i = 0; i < 2; i++) {
-        const char *user = cv->members[i];
-        unsigned home = sb_home_worker(user, strlen(user), cfg.workers);
-        unsigned k = 0;
-        while (k < nenv && target[k] != home)
-            k++;
-        if (k == nenv) {
-            env[k] = malloc(sizeof(**env) + cap);
-            if (!env[k])
-                continue;
-            env[k]->skip_conn_id = skip_conn_id;
-            env[k]->nusers = 0;
-            if (k == 0) {
-                struct sb_json_writer jw;
-                sb_json_writer_init(&jw, env[0]->json, cap);
-                write_message(&jw, &r);
-                ssize_t n = sb_json_finish(&jw);
-                if (n < 0) {
-                    sb_log(SB_LOG_WARN, (int)n, "%s: message %llu not delivered", cv->id,
-                           (unsigned long long)r.seq);
-                    free(env[0]);
-                    return;
-                }
-                env[0]->json_len = (size_t)n;
-            } else {
-                env[k]->json_len = env[0]->json_len;
-                memcpy(env[k]->json, env[0]->json, env[0]->json_len);
-            }
-            target[k] = home;
-            nenv++;
-        }
-        strcpy(env[k]->users[env[k]->nusers++], user);
-    }
-    for (unsigned k = 0; k < nenv; k++) {
-        if (sb_store_post_after(my_shard(w)->log, w, target[k], envelope_arrive, env[k]) < 0)
-            free(env[k]);
-    }
-}
-
-static void sequence_error(struct sb_worker *w, const struct chat_post *p, const char *code,
-                           const char *message)
-{
-    char buf[640];
-    ssize_t n =
-        encode_error(buf, sizeof(buf), p->client_id, p->client_id_len, code, message, NULL, 0);
-    if (n > 0)
-        post_text(w, p->from_worker, p->conn_id, p->user, p->user_len, buf, (size_t)n, false);
-}
-
-static void sequence(struct sb_worker *w, void *arg)
-{
-    struct chat_post *p = arg;
-    struct chat_shard *sh = my_shard(w);
-    int err;
-    struct chat_conv *cv = conv_get(sh, p->conv, p->conv_len, &err);
-    if (!cv || !is_member(cv, p->user)) {
-        if (cv)
-            sequence_error(w, p, "forbidden", "not a member of this conversation");
-        else if (err == -ENOENT)
-            sequence_error(w, p, "not_found", "no such conversation");
-        else
-            sequence_error(w, p, "unavailable", "out of memory; retry");
-        free(p);
+    char *json = malloc(cap);
+    struct sb_json_writer jw;
+    sb_json_writer_init(&jw, json, json ? cap : 0);
+    write_message(&jw, &r);
+    ssize_t n = sb_json_finish(&jw);
+    struct chat_fan f;
+    if (!json || n < 0 || fan_init(&f, json, (size_t)n) < 0) {
+        sb_log(SB_LOG_WARN, -ENOMEM, "%s: message %llu not pushed (it is in history)", cv->id,
+               (unsigned long long)r.seq);
+        free(json);
         return;
     }
-    history_expire(sh, cv, wall_ms());
+    for (uint32_t i = 0; i < cv->nmembers; i++)
+        fan_add(&f, cv->mlist[i]->id, cv->mlist[i]->id_len, cv->mlist[i]->home);
+    fan_post(w, &f, CLASS_MESSAGE, cv, r.seq, skip_conn_id);
+    free(json);
+}
+
+/*
+ * Sequences, stores and delivers the next message of cv (an ordinary one from a send, or a
+ * system message). Returns the entry, or NULL (out of memory: logged).
+ */
+static struct sb_store_ent *post_message(struct sb_worker *w, struct chat_shard *sh,
+                                         struct chat_conv *cv, const struct chat_req *q,
+                                         uint8_t system, const char *subject, size_t subject_len)
+{
+    struct sb_store_ent *m = make_msg(sh, cv, q, system, subject, subject_len);
+    if (!m || history_add(sh, cv, m) < 0) {
+        free(m);
+        sb_log(SB_LOG_WARN, -ENOMEM, "message to %s dropped", cv->id);
+        return NULL;
+    }
+    if (system)
+        cv->state_seq = cv->last_seq;
+    sb_metric_add(w, SB_M_MESSAGES_STORED, 1);
+    sb_store_append(sh->log, w, m, cv->snap_gen);
+    deliver(w, cv, m, q->conn_id);
+    return m;
+}
+
+static void handle_send(struct sb_worker *w, struct chat_shard *sh, struct chat_conv *cv,
+                        const struct chat_req *q)
+{
     /* A retried send (same user and client id) is answered with the first ack, not stored
      * or delivered again. The key is laid out as in the log record. */
     char key[2 + SB_USER_ID_MAX + SB_CLIENT_ID_MAX];
-    key[0] = (char)p->user_len;
-    memcpy(key + 1, p->user, p->user_len);
-    key[1 + p->user_len] = (char)p->client_id_len;
-    memcpy(key + 2 + p->user_len, p->client_id, p->client_id_len);
-    struct sb_store_ent *m = sb_table_get(&cv->dedup, key, 2 + p->user_len + p->client_id_len);
+    key[0] = (char)q->user_len;
+    memcpy(key + 1, q->user, q->user_len);
+    key[1 + q->user_len] = (char)q->client_id_len;
+    memcpy(key + 2 + q->user_len, q->client_id, q->client_id_len);
+    struct sb_store_ent *m = sb_table_get(&cv->dedup, key, 2 + q->user_len + q->client_id_len);
     bool dup = m != NULL;
-    if (!dup) {
-        m = make_msg(sh, cv, p);
-        if (!m || history_add(sh, cv, m) < 0) {
-            free(m);
-            sb_log(SB_LOG_WARN, -ENOMEM, "send to %s dropped", cv->id);
-            sequence_error(w, p, "unavailable", "out of memory; retry");
-            free(p);
-            return;
-        }
-        sb_store_append(sh->log, w, m, cv->snap_gen);
+    if (!dup && !(m = post_message(w, sh, cv, q, SB_STORE_SYS_NONE, NULL, 0))) {
+        req_error(w, q, "unavailable", "out of memory; retry");
+        return;
     }
-    /* Under fsync = always the ack and the deliveries wait until the record is durable (a
-     * duplicate's too: its first copy may still be on its way to the disk). */
+    /* Under fsync = always the ack waits until the record is durable (a duplicate's too: its
+     * first copy may still be on its way to the disk). */
     struct sb_store_rec r;
     sb_store_view(m->rec, &r);
     char buf[640];
     ssize_t n = encode_ack(&r, dup, buf, sizeof(buf));
     if (n > 0)
-        post_text(w, p->from_worker, p->conn_id, p->user, p->user_len, buf, (size_t)n, true);
-    if (!dup)
-        deliver(w, cv, m, p->conn_id);
-    free(p);
+        post_text(w, q->from_worker, q->conn_id, q->user, q->user_len, buf, (size_t)n, true);
+}
+
+/* {"type":"receipt"|"typing","conv":...,["seq":N,"kind":...,]"user":...} */
+static ssize_t encode_signal(char *buf, size_t cap, const char *type, const struct chat_conv *cv,
+                             const struct chat_req *q, uint64_t seq)
+{
+    struct sb_json_writer jw;
+    sb_json_writer_init(&jw, buf, cap);
+    sb_json_begin_object(&jw);
+    sb_json_key(&jw, "type");
+    sb_json_cstr(&jw, type);
+    sb_json_key(&jw, "conv");
+    sb_json_str(&jw, cv->id, cv->id_len);
+    if (seq) {
+        sb_json_key(&jw, "seq");
+        sb_json_uint(&jw, seq);
+        sb_json_key(&jw, "kind");
+        sb_json_cstr(&jw, q->receipt_kind == SB_RECEIPT_READ ? "read" : "delivered");
+    }
+    sb_json_key(&jw, "user");
+    sb_json_str(&jw, q->user, q->user_len);
+    sb_json_end_object(&jw);
+    return sb_json_finish(&jw);
+}
+
+/*
+ * A receipt moves the member's cursor (read cursors are logged) and goes to the senders of the
+ * messages it covers and to the member's other devices. A receipt that moves nothing is dropped.
+ */
+static void handle_receipt(struct sb_worker *w, struct chat_shard *sh, struct chat_conv *cv,
+                           struct chat_member *me, const struct chat_req *q)
+{
+    uint64_t seq = q->seq > cv->last_seq ? cv->last_seq : q->seq;
+    bool read = q->receipt_kind == SB_RECEIPT_READ;
+    uint64_t from = read ? me->read_seq : me->delivered_seq;
+    if (seq <= from)
+        return;
+    if (seq > me->delivered_seq)
+        me->delivered_seq = seq;
+    if (read) {
+        me->read_seq = seq;
+        struct sb_store_rec c = {.type = SB_STORE_CURSOR,
+                                 .seq = seq,
+                                 .conv = cv->id,
+                                 .conv_len = cv->id_len,
+                                 .user = me->id,
+                                 .user_len = me->id_len};
+        struct sb_store_ent *e = ent_new(&c);
+        if (e) {
+            sb_store_append(sh->log, w, e, cv->snap_gen);
+            sb_store_ent_free(e);
+        }
+    }
+    char buf[512];
+    ssize_t n = encode_signal(buf, sizeof(buf), "receipt", cv, q, seq);
+    struct chat_fan f;
+    if (n < 0 || fan_init(&f, buf, (size_t)n) < 0)
+        return;
+    fan_add(&f, me->id, me->id_len, me->home);
+    /* The senders of the messages now covered (still in history), each once. */
+    struct chat_member *senders[RECEIPT_SENDERS_MAX];
+    unsigned ns = 0;
+    for (uint32_t i = history_after(cv, from); i < cv->hist_count && ns < RECEIPT_SENDERS_MAX;
+         i++) {
+        struct sb_store_rec r;
+        sb_store_view(hist_at(cv, i)->rec, &r);
+        if (r.seq > seq)
+            break;
+        struct chat_member *s = r.system ? NULL : member_get(cv, r.user, r.user_len);
+        if (!s || s == me)
+            continue;
+        unsigned k = 0;
+        while (k < ns && senders[k] != s)
+            k++;
+        if (k == ns) {
+            senders[ns++] = s;
+            fan_add(&f, s->id, s->id_len, s->home);
+        }
+    }
+    fan_post(w, &f, CLASS_RECEIPT, cv, seq, q->conn_id);
+}
+
+/* Typing: to every other member, at most once a second per member and conversation. */
+static void handle_typing(struct sb_worker *w, struct chat_conv *cv, struct chat_member *me,
+                          const struct chat_req *q)
+{
+    uint64_t now = mono_ms();
+    if (me->typing_ms && now - me->typing_ms < TYPING_INTERVAL_MS)
+        return;
+    me->typing_ms = now;
+    char buf[512];
+    ssize_t n = encode_signal(buf, sizeof(buf), "typing", cv, q, 0);
+    struct chat_fan f;
+    if (n < 0 || fan_init(&f, buf, (size_t)n) < 0)
+        return;
+    for (uint32_t i = 0; i < cv->nmembers; i++) {
+        if (cv->mlist[i] != me)
+            fan_add(&f, cv->mlist[i]->id, cv->mlist[i]->id_len, cv->mlist[i]->home);
+    }
+    fan_post(w, &f, CLASS_TYPING, cv, 0, q->conn_id);
+}
+
+/* Bytes encode_conv needs at most. */
+static size_t conv_bound(const struct chat_conv *cv, bool members)
+{
+    return 400 + 6 * (cv->id_len + cv->name_len + SB_CLIENT_ID_MAX) +
+           (members ? (size_t)cv->nmembers * 2 * (SB_USER_ID_MAX + 3) : 0);
+}
+
+/*
+ * The conversation as a JSON object: {"type":"conv","id":...,"conv","name","owner","admins",
+ * "members","last_seq"} (members = false: a list item without "type", "id", "admins" and
+ * "members", with "member_count" and the user's "read_seq").
+ */
+static void write_conv(struct sb_json_writer *jw, const struct chat_conv *cv, const char *id,
+                       size_t id_len, bool members, const struct chat_member *me)
+{
+    sb_json_begin_object(jw);
+    if (members) {
+        sb_json_key(jw, "type");
+        sb_json_cstr(jw, "conv");
+        if (id_len) {
+            sb_json_key(jw, "id");
+            sb_json_str(jw, id, id_len);
+        }
+    }
+    sb_json_key(jw, "conv");
+    sb_json_str(jw, cv->id, cv->id_len);
+    sb_json_key(jw, "kind");
+    sb_json_cstr(jw, cv->group ? "group" : "direct");
+    sb_json_key(jw, "name");
+    sb_json_str(jw, cv->name, cv->name_len);
+    sb_json_key(jw, "owner");
+    sb_json_str(jw, cv->owner, cv->owner_len);
+    if (members) {
+        sb_json_key(jw, "admins");
+        sb_json_begin_array(jw);
+        for (uint32_t i = 0; i < cv->nmembers; i++) {
+            if (cv->mlist[i]->admin)
+                sb_json_str(jw, cv->mlist[i]->id, cv->mlist[i]->id_len);
+        }
+        sb_json_end_array(jw);
+        sb_json_key(jw, "members");
+        sb_json_begin_array(jw);
+        for (uint32_t i = 0; i < cv->nmembers; i++)
+            sb_json_str(jw, cv->mlist[i]->id, cv->mlist[i]->id_len);
+        sb_json_end_array(jw);
+    } else {
+        sb_json_key(jw, "member_count");
+        sb_json_uint(jw, cv->nmembers);
+    }
+    sb_json_key(jw, "last_seq");
+    sb_json_uint(jw, cv->last_seq);
+    if (me) {
+        sb_json_key(jw, "read_seq");
+        sb_json_uint(jw, me->read_seq);
+    }
+    sb_json_end_object(jw);
+}
+
+/* Answers a request with the conversation (`conv`), after what was appended is durable. */
+static void answer_conv(struct sb_worker *w, const struct chat_conv *cv, const struct chat_req *q)
+{
+    if (!q->conn_id)
+        return;
+    size_t cap = conv_bound(cv, true);
+    struct chat_reply *rep = reply_new(q->conn_id, q->user, q->user_len, cap);
+    if (!rep) {
+        req_error(w, q, "unavailable", "out of memory; retry");
+        return;
+    }
+    struct sb_json_writer jw;
+    sb_json_writer_init(&jw, rep->json, cap);
+    write_conv(&jw, cv, q->client_id, q->client_id_len, true, member_get(cv, q->user, q->user_len));
+    ssize_t n = sb_json_finish(&jw);
+    if (n < 0) {
+        free(rep);
+        req_error(w, q, "internal", "answer too large");
+        return;
+    }
+    rep->len = (size_t)n;
+    reply_post(w, q->from_worker, rep, true);
+}
+
+/* Creates the group q->conv with the requester as owner and admin. */
+static void handle_create(struct sb_worker *w, struct chat_shard *sh, const struct chat_req *q)
+{
+    if (sb_table_get(&sh->convs, q->conv, q->conv_len)) {
+        req_error(w, q, "conflict", "the group exists already");
+        return;
+    }
+    struct chat_conv *cv = conv_new(sh, q->conv, q->conv_len, true);
+    struct chat_member *owner = cv ? member_add(cv, q->user, q->user_len) : NULL;
+    if (!owner) {
+        req_error(w, q, "unavailable", "out of memory; retry");
+        return; /* an empty group nobody knows of stays behind until the next restart */
+    }
+    owner->admin = true;
+    memcpy(cv->owner, q->user, q->user_len);
+    cv->owner_len = q->user_len;
+    memcpy(cv->name, q->text, q->text_len);
+    cv->name_len = q->text_len;
+    cv->created_ms = wall_ms();
+    const char *p = q->users;
+    for (uint32_t i = 0; i < q->nusers; i++) {
+        size_t len;
+        const char *id = unpack_user(p, &len);
+        p = id + len;
+        if (!member_get(cv, id, len) && !member_add(cv, id, len)) {
+            req_error(w, q, "unavailable", "out of memory; retry");
+            return;
+        }
+    }
+    group_log(w, sh, cv);
+    post_message(w, sh, cv, q, SB_STORE_SYS_CREATED, cv->name, cv->name_len);
+    note_post(w, cv, true, cv->mlist, cv->nmembers);
+    sb_log(SB_LOG_DEBUG, 0, "%s: created by %s with %u members", cv->id, q->user, cv->nmembers);
+    answer_conv(w, cv, q);
+}
+
+/* Adds, removes, renames, promotes or demotes, after the requester's rights are checked. */
+static void handle_manage(struct sb_worker *w, struct chat_shard *sh, struct chat_conv *cv,
+                          struct chat_member *me, const struct chat_req *q)
+{
+    bool owner = cv->owner_len == q->user_len && memcmp(cv->owner, q->user, q->user_len) == 0;
+    if (q->kind != REQ_LEAVE && !me->admin) {
+        req_error(w, q, "forbidden", "only the group's admins may do this");
+        return;
+    }
+    if ((q->kind == REQ_PROMOTE || q->kind == REQ_DEMOTE) && !owner) {
+        req_error(w, q, "forbidden", "only the group's owner may change admins");
+        return;
+    }
+    /* Checked before anything changes: the request is all or nothing. */
+    uint32_t adds = 0;
+    const char *p = q->users;
+    for (uint32_t i = 0; i < q->nusers; i++) {
+        size_t len;
+        const char *id = unpack_user(p, &len);
+        p = id + len;
+        struct chat_member *m = member_get(cv, id, len);
+        adds += !m;
+        if (q->kind == REQ_REMOVE && m &&
+            ((len == cv->owner_len && memcmp(id, cv->owner, len) == 0) || (m->admin && !owner))) {
+            req_error(w, q, "forbidden", "the owner cannot be removed; admins only by the owner");
+            return;
+        }
+        if ((q->kind == REQ_PROMOTE || q->kind == REQ_DEMOTE) && !m) {
+            req_error(w, q, "not_found", "not a member of this group");
+            return;
+        }
+    }
+    if (q->kind == REQ_ADD && cv->nmembers + adds > cfg.max_group_members) {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "a group has at most %u members", cfg.max_group_members);
+        req_error(w, q, "conflict", msg);
+        return;
+    }
+    struct chat_member *changed[USERS_MAX];
+    uint32_t nchanged = 0;
+    switch (q->kind) {
+    case REQ_RENAME:
+        post_message(w, sh, cv, q, SB_STORE_SYS_RENAMED, q->text, q->text_len);
+        system_apply(cv, &(struct sb_store_rec){.system = SB_STORE_SYS_RENAMED,
+                                                .body = q->text,
+                                                .body_len = q->text_len});
+        break;
+    case REQ_LEAVE:
+        /* The leaver sees its own departure, then stops being a member. */
+        post_message(w, sh, cv, q, SB_STORE_SYS_REMOVED, q->user, q->user_len);
+        note_post(w, cv, false, &me, 1);
+        member_remove(cv, me);
+        me = NULL;
+        if (owner && cv->nmembers) {
+            /* Ownership passes to an admin, else to the longest-standing member. */
+            struct chat_member *next = cv->mlist[0];
+            for (uint32_t i = 0; i < cv->nmembers; i++) {
+                if (cv->mlist[i]->admin) {
+                    next = cv->mlist[i];
+                    break;
+                }
+            }
+            next->admin = true;
+            memcpy(cv->owner, next->id, next->id_len);
+            cv->owner_len = next->id_len;
+            group_log(w, sh, cv);
+        }
+        break;
+    default:
+        p = q->users;
+        for (uint32_t i = 0; i < q->nusers; i++) {
+            size_t len;
+            const char *id = unpack_user(p, &len);
+            p = id + len;
+            struct chat_member *m = member_get(cv, id, len);
+            if (q->kind == REQ_ADD && !m) {
+                if (!(m = member_add(cv, id, len)))
+                    break;
+                post_message(w, sh, cv, q, SB_STORE_SYS_ADDED, id, len);
+                changed[nchanged++] = m;
+            } else if (q->kind == REQ_REMOVE && m) {
+                post_message(w, sh, cv, q, SB_STORE_SYS_REMOVED, id, len);
+                note_post(w, cv, false, &m, 1);
+                member_remove(cv, m);
+            } else if ((q->kind == REQ_PROMOTE || q->kind == REQ_DEMOTE) && m) {
+                m->admin = q->kind == REQ_PROMOTE ||
+                           (len == cv->owner_len && memcmp(id, cv->owner, len) == 0);
+            }
+        }
+        if (nchanged)
+            note_post(w, cv, true, changed, nchanged);
+        if (q->kind == REQ_PROMOTE || q->kind == REQ_DEMOTE)
+            group_log(w, sh, cv);
+        break;
+    }
+    answer_conv(w, cv, q);
+}
+
+static void sequence(struct sb_worker *w, void *arg)
+{
+    struct chat_req *q = arg;
+    struct chat_shard *sh = my_shard(w);
+    if (q->kind == REQ_CREATE) {
+        handle_create(w, sh, q);
+        free(q);
+        return;
+    }
+    int err;
+    bool created;
+    struct chat_conv *cv = conv_get(sh, q->conv, q->conv_len, &err, &created);
+    struct chat_member *me = cv ? member_get(cv, q->user, q->user_len) : NULL;
+    if (created)
+        note_post(w, cv, true, cv->mlist, cv->nmembers);
+    if (!me) {
+        if (cv)
+            req_error(w, q, "forbidden", "not a member of this conversation");
+        else if (err == -ENOENT)
+            req_error(w, q, "not_found", "no such conversation");
+        else
+            req_error(w, q, "unavailable", "out of memory; retry");
+        free(q);
+        return;
+    }
+    history_expire(sh, cv, wall_ms());
+    switch (q->kind) {
+    case REQ_SEND:
+        handle_send(w, sh, cv, q);
+        break;
+    case REQ_RECEIPT:
+        handle_receipt(w, sh, cv, me, q);
+        break;
+    case REQ_TYPING:
+        handle_typing(w, cv, me, q);
+        break;
+    case REQ_GET:
+        answer_conv(w, cv, q);
+        break;
+    default:
+        if (!cv->group)
+            req_error(w, q, "bad_request", "a direct conversation has no settings to change");
+        else
+            handle_manage(w, sh, cv, me, q);
+        break;
+    }
+    free(q);
+}
+
+/* ---- conversation lists: gathered from the sequencers on the user's home worker ----------- */
+
+static void gather_finish(struct sb_worker *w, struct chat_gather *g)
+{
+    struct chat_shard *sh = my_shard(w);
+    for (struct chat_gather **p = &sh->gathers; *p; p = &(*p)->next) {
+        if (*p == g) {
+            *p = g->next;
+            break;
+        }
+    }
+    struct chat_device *d = find_device(w, g->user, g->user_len, g->conn_id);
+    if (d && g->failed) {
+        send_error(d->conn, g->req, "unavailable", "out of memory; retry");
+    } else if (d) {
+        size_t cap = g->len + 6 * SB_CLIENT_ID_MAX + 64;
+        char *buf = malloc(cap);
+        int n = buf ? snprintf(buf, cap, "{\"type\":\"convs\",\"id\":\"%s\",\"convs\":[%.*s]}",
+                               g->req, (int)g->len, g->json ? g->json : "")
+                    : -1;
+        if (n > 0 && (size_t)n < cap)
+            send_text(d->conn, buf, (size_t)n);
+        else
+            send_error(d->conn, g->req, "unavailable", "out of memory; retry");
+        free(buf);
+    }
+    free(g->json);
+    free(g);
+}
+
+static void list_part_arrive(struct sb_worker *w, void *arg)
+{
+    struct chat_list_part *part = arg;
+    struct chat_gather *g = my_shard(w)->gathers;
+    while (g && g->id != part->gather)
+        g = g->next;
+    if (g && part->len) {
+        size_t need = g->len + 1 + part->len;
+        if (need > g->cap) {
+            size_t cap = need * 2;
+            char *json = realloc(g->json, cap);
+            if (!json) {
+                g->failed = true;
+            } else {
+                g->json = json;
+                g->cap = cap;
+            }
+        }
+        if (!g->failed) {
+            if (g->len)
+                g->json[g->len++] = ',';
+            memcpy(g->json + g->len, part->json, part->len);
+            g->len += part->len;
+        }
+    }
+    if (g && --g->parts == 0)
+        gather_finish(w, g);
+    free(part);
+}
+
+/* On a sequencer: the list items of the conversations named in q (ids packed like users). */
+static void list_serve(struct sb_worker *w, void *arg)
+{
+    struct chat_req *q = arg;
+    struct chat_shard *sh = my_shard(w);
+    size_t cap = 64;
+    const char *p = q->users;
+    for (uint32_t i = 0; i < q->nusers; i++, p += 1 + (uint8_t)p[0]) {
+        struct chat_conv *cv = sb_table_get(&sh->convs, p + 1, (uint8_t)p[0]);
+        cap += cv ? conv_bound(cv, false) + 1 : 0;
+    }
+    struct chat_list_part *part = malloc(sizeof(*part) + cap);
+    if (!part) {
+        free(q);
+        return; /* the gather waits for this part: the device gets no answer; it may retry */
+    }
+    part->gather = q->seq;
+    part->len = 0;
+    p = q->users;
+    for (uint32_t i = 0; i < q->nusers; i++, p += 1 + (uint8_t)p[0]) {
+        struct chat_conv *cv = sb_table_get(&sh->convs, p + 1, (uint8_t)p[0]);
+        struct chat_member *me = cv ? member_get(cv, q->user, q->user_len) : NULL;
+        if (!me)
+            continue;
+        if (part->len)
+            part->json[part->len++] = ',';
+        struct sb_json_writer jw;
+        sb_json_writer_init(&jw, part->json + part->len, cap - part->len);
+        write_conv(&jw, cv, NULL, 0, false, me);
+        ssize_t n = sb_json_finish(&jw);
+        if (n > 0)
+            part->len += (size_t)n;
+    }
+    if (sb_worker_post(w, q->from_worker, list_part_arrive, part) < 0)
+        free(part);
+    free(q);
+}
+
+/* ---- membership notes on the users' home workers ------------------------------------------ */
+
+static struct chat_req *req_new(enum chat_req_kind kind, const char *user, size_t user_len,
+                                const char *device, const char *client_id, const char *conv,
+                                size_t conv_len, const char *text, size_t text_len,
+                                const char *users, size_t users_len, uint32_t nusers);
+
+static void note_arrive(struct sb_worker *w, void *arg)
+{
+    struct chat_note *nt = arg;
+    struct chat_shard *sh = my_shard(w);
+    const char *p = nt->users, *end = p + nt->users_len;
+    while (p < end) {
+        size_t len;
+        const char *id = unpack_user(p, &len);
+        p = id + len;
+        struct chat_user *u = user_get(sh, id, len, nt->join);
+        if (!u)
+            continue;
+        if (index_set(u, nt->conv, nt->conv_len, nt->join) < 0) {
+            sb_log(SB_LOG_WARN, -ENOMEM, "%.*s: conversation index not updated", (int)len, id);
+        } else if (nt->join && is_group_id(nt->conv, nt->conv_len) &&
+                   u->ngroups > cfg.max_groups_per_user) {
+            /* Over the limit: the user leaves the group it was just added to. The group's
+             * members see it leave; the index follows with the leave's own note. */
+            sb_log(SB_LOG_INFO, 0, "%s: leaves %.*s: in more than %u groups", u->id,
+                   (int)nt->conv_len, nt->conv, cfg.max_groups_per_user);
+            struct chat_req *q = req_new(REQ_LEAVE, u->id, u->id_len, "", "group-limit", nt->conv,
+                                         nt->conv_len, NULL, 0, NULL, 0, 0);
+            if (q && sb_worker_post(w, sb_home_worker(nt->conv, nt->conv_len, cfg.workers),
+                                    sequence, q) < 0)
+                free(q);
+        }
+        if (!nt->join)
+            user_release(sh, u);
+    }
+    free(nt);
 }
 
 /* ---- sync on the sequencer ----------------------------------------------------------------- */
@@ -915,15 +2121,22 @@ static void sync_serve(struct sb_worker *w, void *arg)
     struct chat_shard *sh = my_shard(w);
     struct chat_conv *cv = sb_table_get(&sh->convs, q->conv, q->conv_len);
     char a[SB_USER_ID_MAX + 1], b[SB_USER_ID_MAX + 1];
-    /* A direct conversation nobody wrote to yet is empty for its members; any other unknown
-     * id is simply empty. */
-    bool member = cv ? is_member(cv, q->user)
-                     : !dm_members(q->conv, q->conv_len, a, b) || strcmp(a, q->user) == 0 ||
-                           strcmp(b, q->user) == 0;
-    if (!member) {
-        char buf[640];
-        ssize_t n = encode_error(buf, sizeof(buf), q->id, q->id_len, "forbidden",
-                                 "not a member of this conversation", q->conv, q->conv_len);
+    /* A direct conversation nobody wrote to yet is empty for its members; an unknown group is
+     * not found; a group is readable by its members only. */
+    const char *code = NULL;
+    if (cv && !member_get(cv, q->user, q->user_len))
+        code = "forbidden";
+    else if (!cv && is_group_id(q->conv, q->conv_len))
+        code = "not_found";
+    else if (!cv && dm_members(q->conv, q->conv_len, a, b) && strcmp(a, q->user) != 0 &&
+             strcmp(b, q->user) != 0)
+        code = "forbidden";
+    if (code) {
+        char buf[768];
+        ssize_t n = encode_error(buf, sizeof(buf), q->id, q->id_len, code,
+                                 code[0] == 'f' ? "not a member of this conversation"
+                                                : "no such conversation",
+                                 q->conv, q->conv_len, 0);
         if (n > 0)
             post_text(w, q->from_worker, q->conn_id, q->user, q->user_len, buf, (size_t)n, false);
         free(q);
@@ -936,9 +2149,9 @@ static void sync_serve(struct sb_worker *w, void *arg)
         /* Under fsync = always a page shows only what is durable: it waits like an ack. */
         reply_post(w, q->from_worker, rep, true);
     } else {
-        char buf[640];
+        char buf[768];
         ssize_t n = encode_error(buf, sizeof(buf), q->id, q->id_len, "unavailable",
-                                 "out of memory; retry", q->conv, q->conv_len);
+                                 "out of memory; retry", q->conv, q->conv_len, 0);
         if (n > 0)
             post_text(w, q->from_worker, q->conn_id, q->user, q->user_len, buf, (size_t)n, false);
     }
@@ -947,7 +2160,7 @@ static void sync_serve(struct sb_worker *w, void *arg)
 
 /* ---- client operations ---------------------------------------------------------------------- */
 
-#define MAX_TOKENS (8 + 2 * SYNC_MAX_CONVS + 16)
+#define MAX_TOKENS (32 + 2 * USERS_MAX)
 
 /* Copies a string member into out; false when absent, not a string, empty or too long. */
 static bool get_str(const char *json, const struct sb_json_tok *t, int obj, const char *key,
@@ -957,68 +2170,256 @@ static bool get_str(const char *json, const struct sb_json_tok *t, int obj, cons
     return i >= 0 && t[i].type == SB_JSON_STRING && sb_json_string(json, &t[i], out, cap) > 0;
 }
 
-static void op_send(struct sb_conn *c, struct chat_device *d, const char *json,
-                    const struct sb_json_tok *t, const char *id)
+static struct chat_req *req_new(enum chat_req_kind kind, const char *user, size_t user_len,
+                                const char *device, const char *client_id, const char *conv,
+                                size_t conv_len, const char *text, size_t text_len,
+                                const char *users, size_t users_len, uint32_t nusers)
 {
-    char to[SB_USER_ID_MAX + 1], conv[SB_CONV_ID_MAX + 1];
-    ssize_t conv_len = -1;
+    size_t dev_len = strlen(device), id_len = strlen(client_id);
+    struct chat_req *q =
+        malloc(sizeof(*q) + user_len + dev_len + id_len + conv_len + text_len + users_len + 6);
+    if (!q)
+        return NULL;
+    memset(q, 0, sizeof(*q));
+    q->kind = (uint8_t)kind;
+    char *p = q->data;
+#define PUT(field, src, n)                                                                         \
+    do {                                                                                           \
+        if (n)                                                                                     \
+            memcpy(p, src, n);                                                                     \
+        p[n] = '\0';                                                                               \
+        q->field = p;                                                                              \
+        q->field##_len = n;                                                                        \
+        p += (n) + 1;                                                                              \
+    } while (0)
+    PUT(user, user, user_len);
+    PUT(device, device, dev_len);
+    PUT(client_id, client_id, id_len);
+    PUT(conv, conv, conv_len);
+    PUT(text, text, text_len);
+    PUT(users, users, users_len);
+#undef PUT
+    q->nusers = nusers;
+    return q;
+}
+
+/* A request from device d, mailed to its conversation's sequencer. */
+static void req_send(struct sb_conn *c, struct chat_device *d, struct chat_req *q, const char *id)
+{
+    if (!q) {
+        send_error(c, id, "unavailable", "out of memory; retry");
+        return;
+    }
+    struct sb_worker *w = sb_conn_worker(c);
+    q->from_worker = sb_worker_id(w);
+    q->conn_id = d->conn_id;
+    unsigned home = sb_home_worker(q->conv, q->conv_len, cfg.workers);
+    if (sb_worker_post(w, home, sequence, q) < 0) {
+        free(q);
+        send_error(c, id, "unavailable", "out of memory; retry");
+    }
+}
+
+/* Reads "conv" (a conversation id) or "to" (a user: the direct conversation with them). */
+static ssize_t get_conv(struct sb_conn *c, struct chat_device *d, const char *json,
+                        const struct sb_json_tok *t, const char *id, char conv[SB_CONV_ID_MAX + 1])
+{
+    char to[SB_USER_ID_MAX + 1];
     if (get_str(json, t, 0, "to", to, sizeof(to))) {
         if (!sb_user_id_valid(to, strlen(to))) {
             send_error(c, id, "bad_request", "\"to\" is not a valid user id");
-            return;
+            return -1;
         }
-        conv_len = sb_dm_conv_id(d->user->id, d->user->id_len, to, strlen(to), conv);
-        if (conv_len < 0) {
+        ssize_t n = sb_dm_conv_id(d->user->id, d->user->id_len, to, strlen(to), conv);
+        if (n < 0)
             send_error(c, id, "bad_request", "cannot send a direct message to yourself");
-            return;
-        }
-    } else if (get_str(json, t, 0, "conv", conv, sizeof(conv))) {
-        conv_len = (ssize_t)strlen(conv);
-    } else {
-        send_error(c, id, "bad_request", "send needs \"to\" or \"conv\"");
-        return;
+        return n;
     }
+    if (get_str(json, t, 0, "conv", conv, SB_CONV_ID_MAX + 1))
+        return (ssize_t)strlen(conv);
+    send_error(c, id, "bad_request", "needs \"conv\" (or \"to\" for a direct conversation)");
+    return -1;
+}
+
+static void op_send(struct sb_conn *c, struct chat_device *d, const char *json,
+                    const struct sb_json_tok *t, const char *id)
+{
+    char conv[SB_CONV_ID_MAX + 1];
+    ssize_t conv_len = get_conv(c, d, json, t, id, conv);
+    if (conv_len < 0)
+        return;
     int b = sb_json_get(json, t, 0, "body");
     if (b < 0 || t[b].type != SB_JSON_STRING) {
         send_error(c, id, "bad_request", "send needs a string \"body\"");
         return;
     }
-    /* The body travels as its JSON text, quotes included: never unescaped, never re-escaped. */
-    const char *body = json + t[b].start - 1;
-    size_t body_len = t[b].len + 2;
-    size_t user_len = d->user->id_len, id_len = strlen(id), dev_len = strlen(d->id);
-    struct chat_post *p =
-        malloc(sizeof(*p) + user_len + dev_len + id_len + (size_t)conv_len + body_len + 5);
-    if (!p) {
-        send_error(c, id, "unavailable", "out of memory; retry");
+    if (t[b].len > cfg.max_body) {
+        char msg[96];
+        snprintf(msg, sizeof(msg), "body larger than %u bytes", cfg.max_body);
+        send_error(c, id, "too_large", msg);
         return;
     }
-    char *q = p->data;
-    p->from_worker = sb_worker_id(sb_conn_worker(c));
-    p->conn_id = d->conn_id;
-#define PUT(field, src, n)                                                                         \
-    do {                                                                                           \
-        memcpy(q, src, n);                                                                         \
-        q[n] = '\0';                                                                               \
-        p->field = q;                                                                              \
-        q += (n) + 1;                                                                              \
-    } while (0)
-    PUT(user, d->user->id, user_len);
-    PUT(device, d->id, dev_len);
-    PUT(client_id, id, id_len);
-    PUT(conv, conv, (size_t)conv_len);
-    PUT(body, body, body_len);
-#undef PUT
-    p->user_len = user_len;
-    p->device_len = dev_len;
-    p->client_id_len = id_len;
-    p->conv_len = (size_t)conv_len;
-    p->body_len = body_len;
-    unsigned home = sb_home_worker(conv, (size_t)conv_len, cfg.workers);
-    if (sb_worker_post(sb_conn_worker(c), home, sequence, p) < 0) {
-        free(p);
-        send_error(c, id, "unavailable", "out of memory; retry");
+    /* The body travels as its JSON text, quotes included: never unescaped, never re-escaped. */
+    req_send(c, d,
+             req_new(REQ_SEND, d->user->id, d->user->id_len, d->id, id, conv, (size_t)conv_len,
+                     json + t[b].start - 1, t[b].len + 2, NULL, 0, 0),
+             id);
+}
+
+/* Reads a conversation's name: absent = empty; false (answered) when invalid. */
+static bool get_name(struct sb_conn *c, const char *json, const struct sb_json_tok *t,
+                     const char *id, char name[SB_GROUP_NAME_MAX + 1], size_t *len)
+{
+    int i = sb_json_get(json, t, 0, "name");
+    *len = 0;
+    if (i < 0)
+        return true;
+    ssize_t n =
+        t[i].type == SB_JSON_STRING ? sb_json_string(json, &t[i], name, SB_GROUP_NAME_MAX + 1) : -1;
+    if (n < 0) {
+        send_error(c, id, "bad_request", "\"name\" must be a string of at most 128 bytes");
+        return false;
     }
+    *len = (size_t)n;
+    return true;
+}
+
+/*
+ * Reads "users" (or "members"): a non-empty array of at most USERS_MAX valid user ids, packed
+ * into a new buffer (*out, free it). Returns the count, or -1 when answered with an error.
+ */
+static ssize_t get_users(struct sb_conn *c, const char *json, const struct sb_json_tok *t,
+                         const char *id, const char *key, bool may_be_empty, char **out,
+                         size_t *len)
+{
+    int a = sb_json_get(json, t, 0, key);
+    char msg[128];
+    if (a < 0 && may_be_empty) {
+        *out = NULL;
+        *len = 0;
+        return 0;
+    }
+    if (a < 0 || t[a].type != SB_JSON_ARRAY || (t[a].size == 0 && !may_be_empty) ||
+        t[a].size > USERS_MAX) {
+        snprintf(msg, sizeof(msg), "\"%s\" must be an array of 1-%d user ids", key, USERS_MAX);
+        send_error(c, id, "bad_request", msg);
+        return -1;
+    }
+    char *buf = malloc((size_t)t[a].size * PACKED_USER + 1);
+    if (!buf) {
+        send_error(c, id, "unavailable", "out of memory; retry");
+        return -1;
+    }
+    size_t n = 0;
+    for (int k = a + 1, i = 0; i < (int)t[a].size; i++, k = (int)t[k].next) {
+        char user[SB_USER_ID_MAX + 1];
+        ssize_t ul =
+            t[k].type == SB_JSON_STRING ? sb_json_string(json, &t[k], user, sizeof(user)) : -1;
+        if (ul <= 0 || !sb_user_id_valid(user, (size_t)ul)) {
+            snprintf(msg, sizeof(msg), "\"%s\" holds an invalid user id", key);
+            send_error(c, id, "bad_request", msg);
+            free(buf);
+            return -1;
+        }
+        n += pack_user(buf + n, user, (size_t)ul);
+    }
+    *out = buf;
+    *len = n;
+    return t[a].size;
+}
+
+static void op_conv_create(struct sb_conn *c, struct chat_device *d, const char *json,
+                           const struct sb_json_tok *t, const char *id)
+{
+    char name[SB_GROUP_NAME_MAX + 1], *users;
+    size_t name_len, users_len;
+    if (!get_name(c, json, t, id, name, &name_len))
+        return;
+    ssize_t n = get_users(c, json, t, id, "members", true, &users, &users_len);
+    if (n < 0)
+        return;
+    if ((size_t)n + 1 > cfg.max_group_members) {
+        free(users);
+        send_error(c, id, "conflict", "more members than a group may have");
+        return;
+    }
+    if (d->user->ngroups >= cfg.max_groups_per_user) {
+        free(users);
+        char msg[96];
+        snprintf(msg, sizeof(msg), "you are in %u groups already (the limit)",
+                 cfg.max_groups_per_user);
+        send_error(c, id, "conflict", msg);
+        return;
+    }
+    /* A fresh message id names the group: unique across workers, no coordination. */
+    char conv[24];
+    snprintf(conv, sizeof(conv), "g:%016llx",
+             (unsigned long long)sb_msgid_next(&my_shard(sb_conn_worker(c))->ids, wall_ms()));
+    req_send(c, d,
+             req_new(REQ_CREATE, d->user->id, d->user->id_len, d->id, id, conv, strlen(conv), name,
+                     name_len, users, users_len, (uint32_t)n),
+             id);
+    free(users);
+}
+
+static void op_conv(struct sb_conn *c, struct chat_device *d, const char *json,
+                    const struct sb_json_tok *t, const char *id, enum chat_req_kind kind)
+{
+    char conv[SB_CONV_ID_MAX + 1], name[SB_GROUP_NAME_MAX + 1], *users = NULL;
+    size_t name_len = 0, users_len = 0;
+    ssize_t n = 0;
+    if (!get_str(json, t, 0, "conv", conv, sizeof(conv))) {
+        send_error(c, id, "bad_request", "needs \"conv\"");
+        return;
+    }
+    if (kind == REQ_RENAME && !get_name(c, json, t, id, name, &name_len))
+        return;
+    if (kind == REQ_ADD || kind == REQ_REMOVE || kind == REQ_PROMOTE || kind == REQ_DEMOTE) {
+        n = get_users(c, json, t, id, "users", false, &users, &users_len);
+        if (n < 0)
+            return;
+    }
+    req_send(c, d,
+             req_new(kind, d->user->id, d->user->id_len, d->id, id, conv, strlen(conv), name,
+                     name_len, users, users_len, (uint32_t)n),
+             id);
+    free(users);
+}
+
+/* receipt {conv, seq, kind} and typing {conv}: no answer unless refused. */
+static void op_signal(struct sb_conn *c, struct chat_device *d, const char *json,
+                      const struct sb_json_tok *t, const char *id, enum chat_req_kind kind)
+{
+    char conv[SB_CONV_ID_MAX + 1];
+    ssize_t conv_len = get_conv(c, d, json, t, id, conv);
+    if (conv_len < 0)
+        return;
+    int64_t seq = 0;
+    uint8_t rk = 0;
+    if (kind == REQ_RECEIPT) {
+        int s = sb_json_get(json, t, 0, "seq");
+        if (s < 0 || t[s].type != SB_JSON_NUMBER || sb_json_int64(json, &t[s], &seq) < 0 ||
+            seq < 1) {
+            send_error(c, id, "bad_request", "receipt needs \"seq\" (an integer >= 1)");
+            return;
+        }
+        int k = sb_json_get(json, t, 0, "kind");
+        if (k >= 0 && sb_json_eq(json, &t[k], "read"))
+            rk = SB_RECEIPT_READ;
+        else if (k >= 0 && sb_json_eq(json, &t[k], "delivered"))
+            rk = SB_RECEIPT_DELIVERED;
+        else {
+            send_error(c, id, "bad_request", "receipt needs \"kind\": \"delivered\" or \"read\"");
+            return;
+        }
+    }
+    struct chat_req *q = req_new(kind, d->user->id, d->user->id_len, d->id, id ? id : "", conv,
+                                 (size_t)conv_len, NULL, 0, NULL, 0, 0);
+    if (q) {
+        q->seq = (uint64_t)seq;
+        q->receipt_kind = rk;
+    }
+    req_send(c, d, q, id);
 }
 
 /* Reads "limit": absent = the default; above the maximum = the maximum; false when invalid. */
@@ -1071,6 +2472,8 @@ static void op_sync(struct sb_conn *c, struct chat_device *d, const char *json,
             send_error(c, id, "unavailable", "out of memory; retry");
             return;
         }
+        /* The device asks for what it missed: live deliveries of this conversation resume. */
+        behind_in(d, conv, (size_t)n, true);
         q->from_worker = sb_worker_id(w);
         q->conn_id = d->conn_id;
         q->last_seq = (uint64_t)seq;
@@ -1089,35 +2492,177 @@ static void op_sync(struct sb_conn *c, struct chat_device *d, const char *json,
     }
 }
 
+/* conv_list: the user's conversations, gathered from their sequencers. */
+static void op_conv_list(struct sb_conn *c, struct chat_device *d, const char *id)
+{
+    struct sb_worker *w = sb_conn_worker(c);
+    struct chat_shard *sh = my_shard(w);
+    struct chat_user *u = d->user;
+    struct chat_gather *g = calloc(1, sizeof(*g));
+    struct chat_fan f;
+    if (!g || fan_init(&f, NULL, 0) < 0) {
+        free(g);
+        send_error(c, id, "unavailable", "out of memory; retry");
+        return;
+    }
+    /* Conversation ids are packed like user ids, but may be longer: room for the longest. */
+    for (size_t i = 0; i < u->convs.cap; i++) {
+        const struct chat_uconv *uc = u->convs.slots[i].obj;
+        if (!uc)
+            continue;
+        unsigned k = sb_home_worker(uc->id, uc->len, cfg.workers);
+        if (f.to[k].cap - f.to[k].len < 1 + SB_CONV_ID_MAX) {
+            size_t cap = f.to[k].cap * 2 + 16 * (1 + SB_CONV_ID_MAX);
+            char *ids = realloc(f.to[k].users, cap);
+            if (!ids) {
+                g->failed = true;
+                break;
+            }
+            f.to[k].users = ids;
+            f.to[k].cap = cap;
+        }
+        f.to[k].users[f.to[k].len] = (char)uc->len;
+        memcpy(f.to[k].users + f.to[k].len + 1, uc->id, uc->len);
+        f.to[k].len += 1 + (size_t)uc->len;
+    }
+    g->id = ++sh->next_gather;
+    g->conn_id = d->conn_id;
+    g->user_len = u->id_len;
+    memcpy(g->user, u->id, u->id_len);
+    g->req_len = strlen(id);
+    memcpy(g->req, id, g->req_len + 1);
+    g->next = sh->gathers;
+    sh->gathers = g;
+    g->parts = 1; /* held until every part is mailed */
+    for (unsigned k = 0; k < cfg.workers; k++) {
+        if (!f.to[k].len || g->failed)
+            continue;
+        uint32_t n = 0;
+        for (size_t off = 0; off < f.to[k].len; off += 1 + (uint8_t)f.to[k].users[off])
+            n++;
+        struct chat_req *q = req_new(REQ_LIST, u->id, u->id_len, d->id, id, "", 0, NULL, 0,
+                                     f.to[k].users, f.to[k].len, n);
+        if (!q) {
+            g->failed = true;
+            continue;
+        }
+        q->seq = g->id;
+        q->from_worker = sb_worker_id(w);
+        q->conn_id = d->conn_id;
+        if (sb_worker_post(w, k, list_serve, q) < 0) {
+            free(q);
+            g->failed = true;
+        } else {
+            g->parts++;
+        }
+    }
+    for (unsigned k = 0; k < cfg.workers; k++)
+        free(f.to[k].users);
+    free(f.to);
+    if (--g->parts == 0)
+        gather_finish(w, g);
+}
+
+/* Token buckets: false (answered with rate_limited and when to retry) when over the limits. */
+static bool rate_ok(struct sb_conn *c, struct chat_device *d, size_t bytes, const char *id)
+{
+    uint64_t now = mono_ms();
+    double dt = (double)(now - d->refill_ms) / 1000.0;
+    d->refill_ms = now;
+    double mcap = 2.0 * cfg.rate_messages, bcap = 2.0 * (double)cfg.rate_bytes;
+    if (bcap < (double)cfg.max_message_size)
+        bcap = (double)cfg.max_message_size; /* any message the server accepts can pass */
+    d->msg_tokens += dt * cfg.rate_messages;
+    d->byte_tokens += dt * (double)cfg.rate_bytes;
+    if (d->msg_tokens > mcap)
+        d->msg_tokens = mcap;
+    if (d->byte_tokens > bcap)
+        d->byte_tokens = bcap;
+    if (d->msg_tokens >= 1.0 && d->byte_tokens >= (double)bytes) {
+        d->msg_tokens -= 1.0;
+        d->byte_tokens -= (double)bytes;
+        return true;
+    }
+    double wait_m = d->msg_tokens >= 1.0 ? 0 : (1.0 - d->msg_tokens) / cfg.rate_messages;
+    double wait_b = d->byte_tokens >= (double)bytes
+                        ? 0
+                        : ((double)bytes - d->byte_tokens) / (double)cfg.rate_bytes;
+    uint64_t retry = (uint64_t)(1000.0 * (wait_m > wait_b ? wait_m : wait_b)) + 1;
+    char buf[512];
+    ssize_t n = encode_error(buf, sizeof(buf), id, id ? strlen(id) : 0, "rate_limited",
+                             "too many messages or bytes; retry later", NULL, 0, retry);
+    if (n > 0)
+        send_text(c, buf, (size_t)n);
+    sb_metric_add(sb_conn_worker(c), SB_M_RATE_LIMITED, 1);
+    return false;
+}
+
 void sb_chat_on_message(struct sb_conn *c, const uint8_t *data, size_t len)
 {
     struct sb_session *s = sb_conn_app(c);
     struct chat_device *d = s->chat;
+    if (!s->chat_registered)
+        return; /* refused (too many devices): closing */
     const char *json = (const char *)data;
-    struct sb_json_tok t[MAX_TOKENS];
+    struct sb_json_tok *t = malloc(MAX_TOKENS * sizeof(*t));
     struct sb_json_limits lim = {.max_tokens = MAX_TOKENS, .max_depth = 8};
-    ssize_t n = sb_json_parse(json, len, &lim, t);
+    ssize_t n = t ? sb_json_parse(json, len, &lim, t) : -ENOMEM;
+    char type[24], idbuf[SB_CLIENT_ID_MAX + 1];
+    const char *id = NULL;
+    if (n == -ENOMEM) {
+        send_error(c, NULL, "unavailable", "out of memory; retry");
+        goto out;
+    }
     if (n == -E2BIG) {
-        send_error(c, NULL, "bad_request", "too many fields (a sync names at most 100 convs)");
-        return;
+        send_error(c, NULL, "bad_request", "too many fields (lists hold at most 1,000 items)");
+        goto out;
     }
     if (n < 0 || t[0].type != SB_JSON_OBJECT) {
         send_error(c, NULL, "bad_request", "expected a JSON object");
-        return;
+        goto out;
     }
-    char type[24], id[SB_CLIENT_ID_MAX + 1];
     if (!get_str(json, t, 0, "type", type, sizeof(type))) {
         send_error(c, NULL, "bad_request", "missing \"type\"");
-        return;
+        goto out;
     }
-    if (!get_str(json, t, 0, "id", id, sizeof(id))) {
+    if (get_str(json, t, 0, "id", idbuf, sizeof(idbuf)))
+        id = idbuf;
+    /* Receipts and typing need no request id; everything else is answered by it. */
+    bool signal = strcmp(type, "receipt") == 0 || strcmp(type, "typing") == 0;
+    if (!id && !signal) {
         send_error(c, NULL, "bad_request", "missing \"id\" (1-64 bytes)");
-        return;
+        goto out;
     }
+    if (!rate_ok(c, d, len, id))
+        goto out;
     if (strcmp(type, "send") == 0)
         op_send(c, d, json, t, id);
     else if (strcmp(type, "sync") == 0)
         op_sync(c, d, json, t, id);
+    else if (strcmp(type, "receipt") == 0)
+        op_signal(c, d, json, t, id, REQ_RECEIPT);
+    else if (strcmp(type, "typing") == 0)
+        op_signal(c, d, json, t, id, REQ_TYPING);
+    else if (strcmp(type, "conv_create") == 0)
+        op_conv_create(c, d, json, t, id);
+    else if (strcmp(type, "conv_add") == 0)
+        op_conv(c, d, json, t, id, REQ_ADD);
+    else if (strcmp(type, "conv_remove") == 0)
+        op_conv(c, d, json, t, id, REQ_REMOVE);
+    else if (strcmp(type, "conv_leave") == 0)
+        op_conv(c, d, json, t, id, REQ_LEAVE);
+    else if (strcmp(type, "conv_rename") == 0)
+        op_conv(c, d, json, t, id, REQ_RENAME);
+    else if (strcmp(type, "conv_promote") == 0)
+        op_conv(c, d, json, t, id, REQ_PROMOTE);
+    else if (strcmp(type, "conv_demote") == 0)
+        op_conv(c, d, json, t, id, REQ_DEMOTE);
+    else if (strcmp(type, "conv_get") == 0)
+        op_conv(c, d, json, t, id, REQ_GET);
+    else if (strcmp(type, "conv_list") == 0)
+        op_conv_list(c, d, id);
     else
         send_error(c, id, "bad_request", "unknown operation type");
+out:
+    free(t);
 }

@@ -19,6 +19,18 @@
 
 #define SB_DEVICE_ID_MAX 32
 #define SB_CLIENT_ID_MAX 64
+#define SB_GROUP_NAME_MAX 128
+
+enum sb_receipt_kind {
+    SB_RECEIPT_DELIVERED = 1,
+    SB_RECEIPT_READ = 2,
+};
+
+/* What happens to a user's device past max_devices. */
+enum sb_device_policy {
+    SB_DEVICES_REPLACE, /* the oldest is told (goaway) and closed */
+    SB_DEVICES_REFUSE,  /* the new one gets an error and is closed */
+};
 
 struct sb_chat_config {
     struct sb_engine *engine;
@@ -26,6 +38,15 @@ struct sb_chat_config {
     uint32_t history_max;        /* messages kept per conversation */
     uint64_t history_max_age_ms; /* older messages are dropped; 0 = no limit */
     struct sb_store *store;      /* the history log; must outlive the shards' use of it */
+    uint32_t max_devices;        /* devices online per user; 0 = no limit */
+    enum sb_device_policy device_policy;
+    uint32_t rate_messages;    /* per device: messages per second (bucket: two seconds' worth) */
+    uint64_t rate_bytes;       /* per device: bytes per second (bucket: two seconds' worth) */
+    uint64_t max_message_size; /* the largest WebSocket message: always fits the byte bucket */
+    uint32_t max_body;         /* the largest send body (its JSON text) */
+    uint32_t max_group_members;
+    uint32_t max_groups_per_user;
+    uint64_t slow_queue_bytes; /* past this much queued output a device is a slow consumer */
 };
 
 /* Allocates one shard per worker. Returns 0 or -ENOMEM. */
@@ -37,6 +58,10 @@ void sb_chat_free(void);
 /* The store's replay callback (sb_store_replay_cb): rebuilds a conversation on its home shard
  * (history, last_seq, de-duplication). Returns 0 or -ENOMEM. Main thread. */
 int sb_chat_restore(void *ctx, const struct sb_store_rec *rec);
+
+/* After the replay: derives each user's conversation index. Returns 0 or -ENOMEM. Main
+ * thread. */
+int sb_chat_loaded(void);
 
 /* The store's compaction callback (sb_store_snapshot_cb): a shard's live records. */
 int sb_chat_snapshot(void *ctx, unsigned worker, uint32_t gen, struct sb_store_buf *out,

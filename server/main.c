@@ -124,11 +124,20 @@ static int load_history(const struct sb_settings *st, struct sb_engine *e, struc
                                 .workers = sb_engine_workers(e),
                                 .history_max = (uint32_t)st->history_max_messages,
                                 .history_max_age_ms = (uint64_t)st->history_max_age_s * 1000,
-                                .store = store};
+                                .store = store,
+                                .max_devices = (uint32_t)st->max_devices,
+                                .device_policy = (enum sb_device_policy)st->device_policy,
+                                .rate_messages = (uint32_t)st->rate_messages,
+                                .rate_bytes = st->rate_bytes,
+                                .max_message_size = st->max_message_size,
+                                .max_body = (uint32_t)st->max_body_size,
+                                .max_group_members = (uint32_t)st->max_group_members,
+                                .max_groups_per_user = (uint32_t)st->max_groups_per_user,
+                                .slow_queue_bytes = st->slow_queue_bytes};
     r = sb_chat_init(&cc);
     if (r == 0) {
         ssize_t n = sb_store_replay(store, sb_chat_restore, NULL);
-        r = n < 0 ? (int)n : 0;
+        r = n < 0 ? (int)n : sb_chat_loaded();
         if (r < 0)
             sb_log(SB_LOG_ERROR, r, "cannot load the history from %s", st->data_dir);
     }

@@ -31,6 +31,19 @@ static const struct {
                              "Complete WebSocket messages received", ""},
     [SB_M_WS_FAILURES] = {"switchboard_websocket_failures_total",
                           "WebSocket connections closed for a protocol violation", ""},
+    [SB_M_MESSAGES_STORED] = {"switchboard_messages_stored_total",
+                              "Messages sequenced and appended to history", ""},
+    [SB_M_DELIVERIES] = {"switchboard_deliveries_total", "Pushes queued to devices, by class",
+                         "{class=\"message\"}"},
+    [SB_M_RECEIPTS_OUT] = {"switchboard_deliveries_total", NULL, "{class=\"receipt\"}"},
+    [SB_M_TYPING_OUT] = {"switchboard_deliveries_total", NULL, "{class=\"typing\"}"},
+    [SB_M_TYPING_DROPPED] = {"switchboard_drops_total",
+                             "Pushes dropped for slow consumers, by class", "{class=\"typing\"}"},
+    [SB_M_BEHIND] = {"switchboard_behind_total",
+                     "Times a slow device stopped getting a conversation's messages (it syncs)",
+                     ""},
+    [SB_M_RATE_LIMITED] = {"switchboard_rate_limited_total",
+                           "Requests refused by the per-device token buckets", ""},
 };
 
 int sb_metrics_init(unsigned workers)

@@ -12,13 +12,20 @@
 #include "core/engine.h"
 
 enum sb_metric {
-    SB_M_HTTP_REQUESTS,  /* complete requests parsed */
-    SB_M_HTTP_ERRORS,    /* responses with status >= 400 */
-    SB_M_UPGRADES_ECHO,  /* WebSocket handshakes completed on /echo */
-    SB_M_UPGRADES_CHAT,  /* ... on /ws */
-    SB_M_AUTH_FAILURES,  /* /ws requests refused with 401 */
-    SB_M_WS_MESSAGES_IN, /* complete WebSocket messages received */
-    SB_M_WS_FAILURES,    /* connections we closed for a protocol violation (1002/1003/1007/1009) */
+    SB_M_HTTP_REQUESTS,   /* complete requests parsed */
+    SB_M_HTTP_ERRORS,     /* responses with status >= 400 */
+    SB_M_UPGRADES_ECHO,   /* WebSocket handshakes completed on /echo */
+    SB_M_UPGRADES_CHAT,   /* ... on /ws */
+    SB_M_AUTH_FAILURES,   /* /ws requests refused with 401 */
+    SB_M_WS_MESSAGES_IN,  /* complete WebSocket messages received */
+    SB_M_WS_FAILURES,     /* connections we closed for a protocol violation (1002/1003/1007/1009) */
+    SB_M_MESSAGES_STORED, /* messages sequenced and appended to history (system ones included) */
+    SB_M_DELIVERIES,      /* messages queued to devices */
+    SB_M_RECEIPTS_OUT,    /* receipts queued to devices */
+    SB_M_TYPING_OUT,      /* typing events queued to devices */
+    SB_M_TYPING_DROPPED,  /* typing events dropped for slow consumers */
+    SB_M_BEHIND,          /* times a slow device stopped getting a conversation's messages */
+    SB_M_RATE_LIMITED,    /* requests refused by the token buckets */
     SB_M_COUNT,
 };
 

@@ -8,6 +8,7 @@ static const char *const io_modes[] = {"auto", "compat", NULL};
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const fsync_modes[] = {"always", "everysec", "never", NULL};
 static const char *const metrics_access[] = {"public", "admin", "off", NULL};
+static const char *const device_policies[] = {"replace", "refuse", NULL};
 
 /* Bounds keep every value inside what the engine and the protocol code accept. */
 const struct sb_setting sb_settings_table[] = {
@@ -65,5 +66,21 @@ const struct sb_setting sb_settings_table[] = {
      "a history log is rewritten when over twice its live size and at least this big"},
     {"metrics", SB_SET_ENUM, F(metrics), "public", 0, 0, metrics_access,
      "who may read GET /metrics: public, admin (a token with the admin scope), off"},
+    {"max_devices", SB_SET_INT, F(max_devices), "10", 0, 1000, NULL,
+     "devices (connections) online per user; 0 = no limit"},
+    {"device_policy", SB_SET_ENUM, F(device_policy), "replace", 0, 0, device_policies,
+     "past max_devices: replace (the oldest is told and closed) or refuse (the new one)"},
+    {"rate_messages", SB_SET_INT, F(rate_messages), "100", 1, 1000000, NULL,
+     "requests per second per device (bursts of twice that); more get rate_limited"},
+    {"rate_bytes", SB_SET_SIZE, F(rate_bytes), "1M", 1024, 1073741824, NULL,
+     "request bytes per second per device (bursts of twice that)"},
+    {"max_body_size", SB_SET_SIZE, F(max_body_size), "64K", 16, 1073741824, NULL,
+     "largest message body (its JSON text); larger sends get too_large"},
+    {"max_group_members", SB_SET_INT, F(max_group_members), "10000", 2, 1000000, NULL,
+     "members per group"},
+    {"max_groups_per_user", SB_SET_INT, F(max_groups_per_user), "1000", 1, 1000000, NULL,
+     "groups a user may belong to"},
+    {"slow_queue_bytes", SB_SET_SIZE, F(slow_queue_bytes), "1M", 1024, 1073741824, NULL,
+     "queued output past which a device gets no typing and is told it is behind (then syncs)"},
     {0},
 };

@@ -39,6 +39,14 @@ struct sb_settings {
     int fsync; /* enum sb_store_fsync */
     uint64_t compact_min_size;
     int metrics; /* enum sb_metrics_access */
+    int64_t max_devices;
+    int device_policy; /* enum sb_device_policy */
+    int64_t rate_messages;
+    uint64_t rate_bytes;
+    uint64_t max_body_size;
+    int64_t max_group_members;
+    int64_t max_groups_per_user;
+    uint64_t slow_queue_bytes;
 };
 
 extern const struct sb_setting sb_settings_table[];

@@ -7,10 +7,10 @@
  *   offset  size           field
  *   0       4              len         bytes of the whole record, this field included
  *   4       4              crc         CRC32C (Castagnoli) of bytes [0, 4) then [8, len)
- *   8       1              type        1 = message, 2 = conversation state
+ *   8       1              type        1 = message, 2 = conversation state, 3 = group, 4 = cursor
  *   9       1              conv_len    1 .. SB_CONV_ID_MAX
  *   10      1              device_len  0 .. SB_STORE_DEVICE_MAX
- *   11      1              zero
+ *   11      1              system      message: 0 = ordinary, else enum sb_store_system; others: 0
  *   12      4              body_len    0 .. SB_STORE_BODY_MAX
  *   16      8              seq         the message's sequence number; state: the last one used
  *   24      8              msg_id      state: 0
@@ -26,6 +26,12 @@
  * len must equal the sum of the parts exactly, so a decoded record encodes back to the same
  * bytes. A state record (written by compaction after a conversation's messages) keeps last_seq
  * when every message of the conversation has aged out; it has no device, user, client id or body.
+ *
+ * A system message (membership change, rename) has the actor as user, the request id as client id
+ * and its subject (a user id or the new name) as body. A group record is a whole group: seq = the
+ * last seq it includes (system messages up to it are already applied), ts = creation, user = the
+ * owner, body = name_len u8, name, member count u32, then per member: id_len u8, id, flags u8
+ * (1 = admin). A cursor record moves a member's read cursor: user = the member, seq = read up to.
  *
  * Group commit: records appended while a worker runs one loop iteration go out in one
  * sb_worker_write (iovecs pointing at the records in memory), followed under fsync = always by
@@ -59,11 +65,23 @@
 enum sb_store_type {
     SB_STORE_MESSAGE = 1,
     SB_STORE_STATE = 2,
+    SB_STORE_GROUP = 3,
+    SB_STORE_CURSOR = 4,
+};
+
+/* What a system message records (the values of proto/ops.h enum sb_op_system). */
+enum sb_store_system {
+    SB_STORE_SYS_NONE = 0,
+    SB_STORE_SYS_ADDED = 1,   /* subject: the user added */
+    SB_STORE_SYS_REMOVED = 2, /* subject: the user removed (actor == subject: left) */
+    SB_STORE_SYS_RENAMED = 3, /* subject: the new name */
+    SB_STORE_SYS_CREATED = 4, /* subject: the group's name */
 };
 
 /* A record's fields. Decoded: slices into the bytes decoded (valid while they are). */
 struct sb_store_rec {
-    uint8_t type; /* enum sb_store_type */
+    uint8_t type;   /* enum sb_store_type */
+    uint8_t system; /* enum sb_store_system (messages) */
     uint64_t seq, msg_id, ts_ms;
     const char *conv, *device, *user, *client_id, *body;
     size_t conv_len, device_len, user_len, client_id_len, body_len;

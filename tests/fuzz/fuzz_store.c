@@ -70,15 +70,20 @@ static bool same(const char *a, const char *b, size_t n)
 static void check_record(const uint8_t *rec, size_t n, const struct sb_store_rec *r)
 {
     require(n >= SB_STORE_REC_MIN && n <= SB_STORE_REC_MAX && n == sb_store_rec_size(r));
-    require(r->type == SB_STORE_MESSAGE || r->type == SB_STORE_STATE);
+    require(r->type >= SB_STORE_MESSAGE && r->type <= SB_STORE_CURSOR);
     require(r->conv_len >= 1 && r->conv_len <= SB_CONV_ID_MAX);
     require(r->device_len <= SB_STORE_DEVICE_MAX && r->user_len <= SB_USER_ID_MAX);
     require(r->client_id_len <= SB_STORE_CLIENT_ID_MAX && r->body_len <= SB_STORE_BODY_MAX);
     if (r->type == SB_STORE_MESSAGE)
-        require(r->seq >= 1 && r->user_len >= 1 && r->client_id_len >= 1);
-    else
+        require(r->seq >= 1 && r->user_len >= 1 && r->client_id_len >= 1 &&
+                r->system <= SB_STORE_SYS_CREATED);
+    else if (r->type == SB_STORE_STATE)
         require(r->user_len == 0 && r->client_id_len == 0 && r->device_len == 0 &&
-                r->body_len == 0 && r->msg_id == 0 && r->ts_ms == 0);
+                r->body_len == 0 && r->msg_id == 0 && r->ts_ms == 0 && r->system == 0);
+    else
+        require(r->user_len >= 1 && r->client_id_len == 0 && r->device_len == 0 && r->msg_id == 0 &&
+                r->system == 0 &&
+                (r->type == SB_STORE_GROUP ? r->body_len >= 5 : r->body_len == 0));
     require(inside(r->conv, r->conv_len, rec, n) && inside(r->device, r->device_len, rec, n) &&
             inside(r->user, r->user_len, rec, n) &&
             inside(r->client_id, r->client_id_len, rec, n) &&

@@ -196,11 +196,13 @@ class HistoryTest(unittest.TestCase):
             err = res[dm("bob", "carol")]
             self.assertEqual((err["type"], err["code"]), ("error", "forbidden"))
             self.assertEqual([m["seq"] for m in res[dm("alice", "bob")]["messages"]], [23])
-            # Unknown conversations are empty.
+            # A direct conversation nobody wrote to is empty; an unknown group is not found.
             res = await sync_pages(a, {"g:00000000000000aa": 0, dm("alice", "zed"): 0})
-            for page in res.values():
-                self.assertEqual((page["type"], page["messages"], page["more"],
-                                  page["last_seq"]), ("sync_page", [], False, 0))
+            page = res[dm("alice", "zed")]
+            self.assertEqual((page["type"], page["messages"], page["more"], page["last_seq"]),
+                             ("sync_page", [], False, 0))
+            err = res["g:00000000000000aa"]
+            self.assertEqual((err["type"], err["code"]), ("error", "not_found"))
             # Bad requests get one error and no pages.
             bad = [{"convs": {}}, {"convs": []}, {"convs": {dm("alice", "bob"): -1}},
                    {"convs": {dm("alice", "bob"): 1.5}}, {"convs": {dm("alice", "bob"): "1"}},

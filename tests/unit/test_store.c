@@ -155,19 +155,50 @@ static void test_round_trip(void)
     bad.device_len = SB_STORE_DEVICE_MAX + 1;
     CHECK_INT(sb_store_encode(&bad, buf, sizeof(buf)), -EINVAL);
     bad = message("dm:alice:bob", 1, "alice", "c", "\"x\"");
-    bad.type = 3;
+    bad.type = 5;
     CHECK_INT(sb_store_encode(&bad, buf, sizeof(buf)), -EINVAL);
+    bad.type = SB_STORE_MESSAGE;
+    bad.system = SB_STORE_SYS_CREATED + 1;
+    CHECK_INT(sb_store_encode(&bad, buf, sizeof(buf)), -EINVAL);
+    /* Group and cursor records name a user and carry no message id. */
+    struct sb_store_rec g = {.type = SB_STORE_GROUP,
+                             .seq = 1,
+                             .conv = "g:1",
+                             .conv_len = 3,
+                             .user = "alice",
+                             .user_len = 5,
+                             .body = "\0\0\0\0\0",
+                             .body_len = 5};
+    n = sb_store_encode(&g, buf, sizeof(buf));
+    CHECK(n > 0);
+    CHECK_INT(sb_store_decode(buf, (size_t)n, &d), n);
+    CHECK_INT(d.type, SB_STORE_GROUP);
+    CHECK_INT(d.body_len, 5);
+    g.body_len = 4;
+    CHECK_INT(sb_store_encode(&g, buf, sizeof(buf)), -EINVAL);
+    struct sb_store_rec cur = {.type = SB_STORE_CURSOR,
+                               .seq = 7,
+                               .conv = "g:1",
+                               .conv_len = 3,
+                               .user = "bob",
+                               .user_len = 3};
+    n = sb_store_encode(&cur, buf, sizeof(buf));
+    CHECK(n > 0);
+    CHECK_INT(sb_store_decode(buf, (size_t)n, &d), n);
+    CHECK_INT(d.seq, 7);
+    cur.system = 1; /* only messages are system messages */
+    CHECK_INT(sb_store_encode(&cur, buf, sizeof(buf)), -EINVAL);
     s.msg_id = 1; /* a state record has no message id */
     CHECK_INT(sb_store_encode(&s, buf, sizeof(buf)), -EINVAL);
     r = message("dm:alice:bob", 1, "alice", "c", "\"x\"");
     CHECK_INT(sb_store_encode(&r, buf, sb_store_rec_size(&r) - 1), -ENOSPC);
 
-    /* Lengths that do not add up, and a nonzero reserved byte, are malformed even with a good
+    /* Lengths that do not add up, and an unknown system kind, are malformed even with a good
      * checksum. */
     n = sb_store_encode(&r, buf, sizeof(buf));
     uint8_t copy[1024];
     memcpy(copy, buf, (size_t)n);
-    copy[11] = 1;
+    copy[11] = SB_STORE_SYS_CREATED + 1;
     uint32_t crc = sb_crc32c(sb_crc32c(0, copy, 4), copy + 8, (size_t)n - 8);
     memcpy(copy + 4, &crc, 4);
     CHECK_INT(sb_store_decode(copy, (size_t)n, &d), -EBADMSG);
