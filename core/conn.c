@@ -272,7 +272,8 @@ static void input_release(struct sb_conn *c)
 
 static bool can_deliver(const struct sb_conn *c)
 {
-    return !(c->flags & (SB_CF_CLOSING | SB_CF_DRAINING | SB_CF_PAUSED | SB_CF_HANDOFF));
+    return !(c->flags &
+             (SB_CF_CLOSING | SB_CF_DRAINING | SB_CF_PAUSED | SB_CF_HANDOFF | SB_CF_HELD));
 }
 
 /* Arms a receive if the connection should be reading and is not. The SQE leaves with the
@@ -319,6 +320,21 @@ static void deliver_buffered(struct sb_conn *c)
     c->in_len -= (uint32_t)used;
     if (!c->in_len)
         input_release(c);
+}
+
+void sb_conn_hold_input(struct sb_conn *c)
+{
+    c->flags |= SB_CF_HELD;
+    stop_reading(c);
+}
+
+void sb_conn_release_input(struct sb_conn *c)
+{
+    if (!(c->flags & SB_CF_HELD))
+        return;
+    c->flags &= (uint16_t)~SB_CF_HELD;
+    deliver_buffered(c);
+    rearm(c);
 }
 
 void sb_conn_deliver(struct sb_conn *c, uint8_t *data, size_t len)

@@ -231,6 +231,14 @@ size_t sb_conn_out_bytes(const struct sb_conn *c);
 /* Ensures the input buffer can hold total bytes without growing again (a hint). */
 int sb_conn_reserve_input(struct sb_conn *c, size_t total);
 
+/*
+ * Stops handing input to on_data (and reading the socket) until sb_conn_release_input, which
+ * offers what was buffered again: a request waits for its answer, pipelined ones behind it
+ * wait their turn. Call from on_data and return the bytes consumed so far.
+ */
+void sb_conn_hold_input(struct sb_conn *c);
+void sb_conn_release_input(struct sb_conn *c);
+
 /* Calls on_timer after ms milliseconds (10 ms granularity); 0 cancels. One timer per conn. */
 void sb_conn_set_timer(struct sb_conn *c, uint64_t ms);
 

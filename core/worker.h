@@ -48,6 +48,7 @@ enum sb_conn_flag {
     SB_CF_PAUSED = 1 << 5,      /* output over the limit: not reading */
     SB_CF_HANDOFF = 1 << 6,     /* moving to another worker */
     SB_CF_ON_FLUSH = 1 << 7,    /* on the worker's flush list */
+    SB_CF_HELD = 1 << 8,        /* the app holds its input (sb_conn_hold_input) */
     SB_CF_ON_REAP = 1 << 9,     /* on the worker's reap list */
     SB_CF_CANCELLED = 1 << 10,  /* a cancel for the receive was submitted */
     SB_CF_SHUTDOWN = 1 << 11,   /* on_shutdown was called */

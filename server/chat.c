@@ -33,8 +33,7 @@ _Static_assert(SB_CLIENT_ID_MAX == SB_STORE_CLIENT_ID_MAX, "client ids fit the l
 #define RECEIPT_SENDERS_MAX 64     /* senders one receipt is forwarded to */
 #define PACKED_USER (1 + SB_USER_ID_MAX)
 
-/* Traffic classes (DESIGN.md §5): what happens to a push when a device's queue is over the limit.
- */
+/* Traffic classes (DESIGN.md §5): what happens to a push to a device whose queue is full. */
 enum chat_class {
     CLASS_MESSAGE, /* never dropped: the device is told it is behind and pulls with sync */
     CLASS_RECEIPT, /* never dropped: queued regardless (small; a dead reader is closed by ping) */
@@ -62,6 +61,10 @@ struct chat_device {
     double byte_tokens;
     uint64_t refill_ms;
     struct chat_behind *behind; /* NULL while it is not behind anywhere */
+    /* A REST request poses as a device for one request: answers go to an HTTP connection, and
+     * the path may name the conversation. */
+    bool http;
+    const char *path_conv;
     char id[SB_DEVICE_ID_MAX + 1];
 };
 
@@ -120,6 +123,8 @@ struct chat_conv {
 struct chat_gather {
     struct chat_gather *next;
     uint64_t id, conn_id;
+    unsigned from_worker; /* the requester's */
+    bool http;
     unsigned parts; /* answers still to come */
     size_t user_len, req_len;
     char user[SB_USER_ID_MAX + 1];
@@ -283,7 +288,10 @@ static const char *unpack_user(const char *p, size_t *len)
 /* Queues a JSON text message (json already encoded) on one connection. */
 static void send_text(struct sb_conn *c, const char *json, size_t len)
 {
-    if (sb__ws_send(c, SB_WS_TEXT, (const uint8_t *)json, len) < 0)
+    struct sb_session *s = sb_conn_app(c);
+    if (s->state == SB_SESS_HTTP)
+        sb__rest_respond(c, json, len); /* a REST request answered at once (an error) */
+    else if (sb__ws_send(c, SB_WS_TEXT, (const uint8_t *)json, len) < 0)
         sb_conn_close(c, -ENOMEM);
 }
 
@@ -580,8 +588,10 @@ enum chat_req_kind {
     REQ_PROMOTE,
     REQ_DEMOTE,
     REQ_GET,
-    REQ_LIST, /* a part of conv_list (list_serve): `users` holds conversation ids, `seq` the
-                 gather id */
+    REQ_LIST,       /* a part of conv_list (list_serve): `users` holds conversation ids, `seq` the
+                       gather id */
+    REQ_LIST_BEGIN, /* conv_list, on the user's home worker (home_serve) */
+    REQ_DEVICES,    /* the user's devices, on its home worker (home_serve) */
 };
 
 /*
@@ -592,6 +602,7 @@ enum chat_req_kind {
 struct chat_req {
     uint8_t kind; /* enum chat_req_kind */
     uint8_t receipt_kind;
+    bool http; /* conn_id is an HTTP connection waiting for the answer */
     unsigned from_worker;
     uint64_t conn_id; /* the requesting device; 0: the server itself */
     uint64_t seq;
@@ -605,6 +616,7 @@ struct chat_req {
 struct chat_sync {
     unsigned from_worker;
     uint64_t conn_id;
+    bool http;
     uint64_t last_seq;
     uint32_t limit;
     size_t user_len, id_len, conv_len;
@@ -616,6 +628,7 @@ struct chat_sync {
 /* Encoded text for one device (an ack, an error, a sync page), to the device's worker. */
 struct chat_reply {
     uint64_t conn_id;
+    bool http;
     size_t user_len, len;
     char user[SB_USER_ID_MAX + 1];
     char json[];
@@ -649,20 +662,26 @@ struct chat_list_part {
 static void reply_arrive(struct sb_worker *w, void *arg)
 {
     struct chat_reply *r = arg;
-    /* The device may have gone meanwhile; then there is nobody to tell. */
-    struct chat_device *d = find_device(w, r->user, r->user_len, r->conn_id);
-    if (d)
-        send_text(d->conn, r->json, r->len);
+    /* The device (or HTTP client) may have gone meanwhile; then there is nobody to tell. */
+    if (r->http) {
+        sb__rest_answer(w, r->conn_id, r->json, r->len);
+    } else {
+        struct chat_device *d = find_device(w, r->user, r->user_len, r->conn_id);
+        if (d)
+            send_text(d->conn, r->json, r->len);
+    }
     free(r);
 }
 
 /* A reply with room for cap bytes of JSON, for the device conn_id of user. */
-static struct chat_reply *reply_new(uint64_t conn_id, const char *user, size_t user_len, size_t cap)
+static struct chat_reply *reply_new(uint64_t conn_id, bool http, const char *user, size_t user_len,
+                                    size_t cap)
 {
     struct chat_reply *r = malloc(sizeof(*r) + cap);
     if (!r)
         return NULL;
     r->conn_id = conn_id;
+    r->http = http;
     r->user_len = user_len;
     memcpy(r->user, user, user_len);
     r->user[user_len] = '\0';
@@ -681,12 +700,13 @@ static void reply_post(struct sb_worker *w, unsigned to, struct chat_reply *r, b
     }
 }
 
-static void post_text(struct sb_worker *w, unsigned to, uint64_t conn_id, const char *user,
-                      size_t user_len, const char *json, size_t len, bool after_durable)
+static void post_text(struct sb_worker *w, unsigned to, uint64_t conn_id, bool http,
+                      const char *user, size_t user_len, const char *json, size_t len,
+                      bool after_durable)
 {
     if (!conn_id)
         return; /* the server's own request: nobody waits for the answer */
-    struct chat_reply *r = reply_new(conn_id, user, user_len, len);
+    struct chat_reply *r = reply_new(conn_id, http, user, user_len, len);
     if (!r) {
         sb_log(SB_LOG_WARN, -ENOMEM, "reply for c%llx dropped", (unsigned long long)conn_id);
         return;
@@ -704,7 +724,8 @@ static void req_error(struct sb_worker *w, const struct chat_req *r, const char 
     ssize_t n = encode_error(buf, sizeof(buf), r->client_id_len ? r->client_id : NULL,
                              r->client_id_len, code, message, r->conv, r->conv_len, 0);
     if (n > 0)
-        post_text(w, r->from_worker, r->conn_id, r->user, r->user_len, buf, (size_t)n, false);
+        post_text(w, r->from_worker, r->conn_id, r->http, r->user, r->user_len, buf, (size_t)n,
+                  false);
 }
 
 /* Is the device behind in this conversation? With `clear`, it no longer is (it synced). */
@@ -1553,7 +1574,8 @@ static void handle_send(struct sb_worker *w, struct chat_shard *sh, struct chat_
     char buf[640];
     ssize_t n = encode_ack(&r, dup, buf, sizeof(buf));
     if (n > 0)
-        post_text(w, q->from_worker, q->conn_id, q->user, q->user_len, buf, (size_t)n, true);
+        post_text(w, q->from_worker, q->conn_id, q->http, q->user, q->user_len, buf, (size_t)n,
+                  true);
 }
 
 /* {"type":"receipt"|"typing","conv":...,["seq":N,"kind":...,]"user":...} */
@@ -1720,7 +1742,7 @@ static void answer_conv(struct sb_worker *w, const struct chat_conv *cv, const s
     if (!q->conn_id)
         return;
     size_t cap = conv_bound(cv, true);
-    struct chat_reply *rep = reply_new(q->conn_id, q->user, q->user_len, cap);
+    struct chat_reply *rep = reply_new(q->conn_id, q->http, q->user, q->user_len, cap);
     if (!rep) {
         req_error(w, q, "unavailable", "out of memory; retry");
         return;
@@ -1903,10 +1925,17 @@ static void sequence(struct sb_worker *w, void *arg)
         handle_send(w, sh, cv, q);
         break;
     case REQ_RECEIPT:
-        handle_receipt(w, sh, cv, me, q);
-        break;
     case REQ_TYPING:
-        handle_typing(w, cv, me, q);
+        if (q->kind == REQ_RECEIPT)
+            handle_receipt(w, sh, cv, me, q);
+        else
+            handle_typing(w, cv, me, q);
+        /* Over a WebSocket these are not answered; an HTTP client waits for a response. */
+        if (q->http) {
+            static const char ok[] = "{\"type\":\"ok\"}";
+            post_text(w, q->from_worker, q->conn_id, true, q->user, q->user_len, ok, sizeof(ok) - 1,
+                      q->kind == REQ_RECEIPT);
+        }
         break;
     case REQ_GET:
         answer_conv(w, cv, q);
@@ -1932,21 +1961,23 @@ static void gather_finish(struct sb_worker *w, struct chat_gather *g)
             break;
         }
     }
-    struct chat_device *d = find_device(w, g->user, g->user_len, g->conn_id);
-    if (d && g->failed) {
-        send_error(d->conn, g->req, "unavailable", "out of memory; retry");
-    } else if (d) {
-        size_t cap = g->len + 6 * SB_CLIENT_ID_MAX + 64;
-        char *buf = malloc(cap);
-        int n = buf ? snprintf(buf, cap, "{\"type\":\"convs\",\"id\":\"%s\",\"convs\":[%.*s]}",
-                               g->req, (int)g->len, g->json ? g->json : "")
-                    : -1;
-        if (n > 0 && (size_t)n < cap)
-            send_text(d->conn, buf, (size_t)n);
-        else
-            send_error(d->conn, g->req, "unavailable", "out of memory; retry");
-        free(buf);
+    size_t cap = g->len + 6 * SB_CLIENT_ID_MAX + 64;
+    char *buf = g->failed ? NULL : malloc(cap);
+    int n = buf ? snprintf(buf, cap, "{\"type\":\"convs\",\"id\":\"%s\",\"convs\":[%.*s]}", g->req,
+                           (int)g->len, g->json ? g->json : "")
+                : -1;
+    if (n > 0 && (size_t)n < cap) {
+        post_text(w, g->from_worker, g->conn_id, g->http, g->user, g->user_len, buf, (size_t)n,
+                  false);
+    } else {
+        char err[256];
+        ssize_t e = encode_error(err, sizeof(err), g->req, g->req_len, "unavailable",
+                                 "out of memory; retry", NULL, 0, 0);
+        if (e > 0)
+            post_text(w, g->from_worker, g->conn_id, g->http, g->user, g->user_len, err, (size_t)e,
+                      false);
     }
+    free(buf);
     free(g->json);
     free(g);
 }
@@ -2076,7 +2107,7 @@ static struct chat_reply *sync_page(const struct chat_conv *cv, const struct cha
         n++;
     }
     size_t cap = bytes + 6 * (q->id_len + q->conv_len) + 200;
-    struct chat_reply *rep = reply_new(q->conn_id, q->user, q->user_len, cap);
+    struct chat_reply *rep = reply_new(q->conn_id, q->http, q->user, q->user_len, cap);
     if (!rep)
         return NULL;
     struct sb_json_writer w;
@@ -2138,7 +2169,8 @@ static void sync_serve(struct sb_worker *w, void *arg)
                                                 : "no such conversation",
                                  q->conv, q->conv_len, 0);
         if (n > 0)
-            post_text(w, q->from_worker, q->conn_id, q->user, q->user_len, buf, (size_t)n, false);
+            post_text(w, q->from_worker, q->conn_id, q->http, q->user, q->user_len, buf, (size_t)n,
+                      false);
         free(q);
         return;
     }
@@ -2153,7 +2185,8 @@ static void sync_serve(struct sb_worker *w, void *arg)
         ssize_t n = encode_error(buf, sizeof(buf), q->id, q->id_len, "unavailable",
                                  "out of memory; retry", q->conv, q->conv_len, 0);
         if (n > 0)
-            post_text(w, q->from_worker, q->conn_id, q->user, q->user_len, buf, (size_t)n, false);
+            post_text(w, q->from_worker, q->conn_id, q->http, q->user, q->user_len, buf, (size_t)n,
+                      false);
     }
     free(q);
 }
@@ -2213,6 +2246,7 @@ static void req_send(struct sb_conn *c, struct chat_device *d, struct chat_req *
     struct sb_worker *w = sb_conn_worker(c);
     q->from_worker = sb_worker_id(w);
     q->conn_id = d->conn_id;
+    q->http = d->http;
     unsigned home = sb_home_worker(q->conv, q->conv_len, cfg.workers);
     if (sb_worker_post(w, home, sequence, q) < 0) {
         free(q);
@@ -2225,6 +2259,11 @@ static ssize_t get_conv(struct sb_conn *c, struct chat_device *d, const char *js
                         const struct sb_json_tok *t, const char *id, char conv[SB_CONV_ID_MAX + 1])
 {
     char to[SB_USER_ID_MAX + 1];
+    if (d->path_conv) {
+        size_t n = strlen(d->path_conv);
+        memcpy(conv, d->path_conv, n + 1);
+        return (ssize_t)n;
+    }
     if (get_str(json, t, 0, "to", to, sizeof(to))) {
         if (!sb_user_id_valid(to, strlen(to))) {
             send_error(c, id, "bad_request", "\"to\" is not a valid user id");
@@ -2368,7 +2407,9 @@ static void op_conv(struct sb_conn *c, struct chat_device *d, const char *json,
     char conv[SB_CONV_ID_MAX + 1], name[SB_GROUP_NAME_MAX + 1], *users = NULL;
     size_t name_len = 0, users_len = 0;
     ssize_t n = 0;
-    if (!get_str(json, t, 0, "conv", conv, sizeof(conv))) {
+    if (d->path_conv) {
+        snprintf(conv, sizeof(conv), "%s", d->path_conv);
+    } else if (!get_str(json, t, 0, "conv", conv, sizeof(conv))) {
         send_error(c, id, "bad_request", "needs \"conv\"");
         return;
     }
@@ -2404,7 +2445,7 @@ static void op_signal(struct sb_conn *c, struct chat_device *d, const char *json
             return;
         }
         int k = sb_json_get(json, t, 0, "kind");
-        if (k >= 0 && sb_json_eq(json, &t[k], "read"))
+        if ((k >= 0 && sb_json_eq(json, &t[k], "read")) || (k < 0 && d->http))
             rk = SB_RECEIPT_READ;
         else if (k >= 0 && sb_json_eq(json, &t[k], "delivered"))
             rk = SB_RECEIPT_DELIVERED;
@@ -2476,6 +2517,7 @@ static void op_sync(struct sb_conn *c, struct chat_device *d, const char *json,
         behind_in(d, conv, (size_t)n, true);
         q->from_worker = sb_worker_id(w);
         q->conn_id = d->conn_id;
+        q->http = d->http;
         q->last_seq = (uint64_t)seq;
         q->limit = limit;
         q->user_len = d->user->id_len;
@@ -2492,21 +2534,20 @@ static void op_sync(struct sb_conn *c, struct chat_device *d, const char *json,
     }
 }
 
-/* conv_list: the user's conversations, gathered from their sequencers. */
-static void op_conv_list(struct sb_conn *c, struct chat_device *d, const char *id)
+/* conv_list on the user's home worker: gathered from the sequencers of its conversations. */
+static void list_begin(struct sb_worker *w, const struct chat_req *r)
 {
-    struct sb_worker *w = sb_conn_worker(c);
     struct chat_shard *sh = my_shard(w);
-    struct chat_user *u = d->user;
+    struct chat_user *u = sb_table_get(&sh->users, r->user, r->user_len);
     struct chat_gather *g = calloc(1, sizeof(*g));
     struct chat_fan f;
     if (!g || fan_init(&f, NULL, 0) < 0) {
         free(g);
-        send_error(c, id, "unavailable", "out of memory; retry");
+        req_error(w, r, "unavailable", "out of memory; retry");
         return;
     }
     /* Conversation ids are packed like user ids, but may be longer: room for the longest. */
-    for (size_t i = 0; i < u->convs.cap; i++) {
+    for (size_t i = 0; u && i < u->convs.cap; i++) {
         const struct chat_uconv *uc = u->convs.slots[i].obj;
         if (!uc)
             continue;
@@ -2526,11 +2567,13 @@ static void op_conv_list(struct sb_conn *c, struct chat_device *d, const char *i
         f.to[k].len += 1 + (size_t)uc->len;
     }
     g->id = ++sh->next_gather;
-    g->conn_id = d->conn_id;
-    g->user_len = u->id_len;
-    memcpy(g->user, u->id, u->id_len);
-    g->req_len = strlen(id);
-    memcpy(g->req, id, g->req_len + 1);
+    g->conn_id = r->conn_id;
+    g->from_worker = r->from_worker;
+    g->http = r->http;
+    g->user_len = r->user_len;
+    memcpy(g->user, r->user, r->user_len);
+    g->req_len = r->client_id_len;
+    memcpy(g->req, r->client_id, r->client_id_len + 1);
     g->next = sh->gathers;
     sh->gathers = g;
     g->parts = 1; /* held until every part is mailed */
@@ -2540,15 +2583,14 @@ static void op_conv_list(struct sb_conn *c, struct chat_device *d, const char *i
         uint32_t n = 0;
         for (size_t off = 0; off < f.to[k].len; off += 1 + (uint8_t)f.to[k].users[off])
             n++;
-        struct chat_req *q = req_new(REQ_LIST, u->id, u->id_len, d->id, id, "", 0, NULL, 0,
-                                     f.to[k].users, f.to[k].len, n);
+        struct chat_req *q = req_new(REQ_LIST, r->user, r->user_len, r->device, r->client_id, "", 0,
+                                     NULL, 0, f.to[k].users, f.to[k].len, n);
         if (!q) {
             g->failed = true;
             continue;
         }
         q->seq = g->id;
         q->from_worker = sb_worker_id(w);
-        q->conn_id = d->conn_id;
         if (sb_worker_post(w, k, list_serve, q) < 0) {
             free(q);
             g->failed = true;
@@ -2561,6 +2603,84 @@ static void op_conv_list(struct sb_conn *c, struct chat_device *d, const char *i
     free(f.to);
     if (--g->parts == 0)
         gather_finish(w, g);
+}
+
+/* The user's devices online: {"type":"devices","id":...,"devices":[{"device","session"}]}. */
+static void devices_list(struct sb_worker *w, const struct chat_req *r)
+{
+    struct chat_user *u = sb_table_get(&my_shard(w)->users, r->user, r->user_len);
+    size_t cap = 200 + 6 * SB_CLIENT_ID_MAX + (u ? u->ndevices : 0) * (6 * SB_DEVICE_ID_MAX + 96);
+    char *buf = malloc(cap);
+    if (!buf) {
+        req_error(w, r, "unavailable", "out of memory; retry");
+        return;
+    }
+    uint64_t now = mono_ms();
+    struct sb_json_writer jw;
+    sb_json_writer_init(&jw, buf, cap);
+    sb_json_begin_object(&jw);
+    sb_json_key(&jw, "type");
+    sb_json_cstr(&jw, "devices");
+    sb_json_key(&jw, "id");
+    sb_json_str(&jw, r->client_id, r->client_id_len);
+    sb_json_key(&jw, "user");
+    sb_json_str(&jw, r->user, r->user_len);
+    sb_json_key(&jw, "devices");
+    sb_json_begin_array(&jw);
+    for (struct chat_device *d = u ? u->devices : NULL; d; d = d->next) {
+        char session[20];
+        snprintf(session, sizeof(session), "%016llx", (unsigned long long)d->conn_id);
+        sb_json_begin_object(&jw);
+        sb_json_key(&jw, "device");
+        sb_json_cstr(&jw, d->id);
+        sb_json_key(&jw, "session");
+        sb_json_cstr(&jw, session);
+        sb_json_key(&jw, "connected_s");
+        sb_json_uint(&jw, (now - d->since_ms) / 1000);
+        sb_json_key(&jw, "queued_bytes");
+        sb_json_uint(&jw, sb_conn_out_bytes(d->conn));
+        sb_json_key(&jw, "behind");
+        sb_json_uint(&jw, d->behind ? d->behind->n : 0);
+        sb_json_end_object(&jw);
+    }
+    sb_json_end_array(&jw);
+    sb_json_end_object(&jw);
+    ssize_t n = sb_json_finish(&jw);
+    if (n > 0)
+        post_text(w, r->from_worker, r->conn_id, r->http, r->user, r->user_len, buf, (size_t)n,
+                  false);
+    free(buf);
+}
+
+/* Requests served by the user's home worker (its index and devices live there). */
+static void home_serve(struct sb_worker *w, void *arg)
+{
+    struct chat_req *q = arg;
+    if (q->kind == REQ_LIST_BEGIN)
+        list_begin(w, q);
+    else
+        devices_list(w, q);
+    free(q);
+}
+
+static void op_home(struct sb_conn *c, struct chat_device *d, const char *id,
+                    enum chat_req_kind kind)
+{
+    struct chat_req *q =
+        req_new(kind, d->user->id, d->user->id_len, d->id, id, "", 0, NULL, 0, NULL, 0, 0);
+    if (!q) {
+        send_error(c, id, "unavailable", "out of memory; retry");
+        return;
+    }
+    struct sb_worker *w = sb_conn_worker(c);
+    q->from_worker = sb_worker_id(w);
+    q->conn_id = d->conn_id;
+    q->http = d->http;
+    if (sb_worker_post(w, sb_home_worker(d->user->id, d->user->id_len, cfg.workers), home_serve,
+                       q) < 0) {
+        free(q);
+        send_error(c, id, "unavailable", "out of memory; retry");
+    }
 }
 
 /* Token buckets: false (answered with rate_limited and when to retry) when over the limits. */
@@ -2597,44 +2717,10 @@ static bool rate_ok(struct sb_conn *c, struct chat_device *d, size_t bytes, cons
     return false;
 }
 
-void sb_chat_on_message(struct sb_conn *c, const uint8_t *data, size_t len)
+/* Runs one operation of device d (type and id already read from the parsed object t). */
+static void dispatch(struct sb_conn *c, struct chat_device *d, const char *json,
+                     const struct sb_json_tok *t, const char *type, const char *id)
 {
-    struct sb_session *s = sb_conn_app(c);
-    struct chat_device *d = s->chat;
-    if (!s->chat_registered)
-        return; /* refused (too many devices): closing */
-    const char *json = (const char *)data;
-    struct sb_json_tok *t = malloc(MAX_TOKENS * sizeof(*t));
-    struct sb_json_limits lim = {.max_tokens = MAX_TOKENS, .max_depth = 8};
-    ssize_t n = t ? sb_json_parse(json, len, &lim, t) : -ENOMEM;
-    char type[24], idbuf[SB_CLIENT_ID_MAX + 1];
-    const char *id = NULL;
-    if (n == -ENOMEM) {
-        send_error(c, NULL, "unavailable", "out of memory; retry");
-        goto out;
-    }
-    if (n == -E2BIG) {
-        send_error(c, NULL, "bad_request", "too many fields (lists hold at most 1,000 items)");
-        goto out;
-    }
-    if (n < 0 || t[0].type != SB_JSON_OBJECT) {
-        send_error(c, NULL, "bad_request", "expected a JSON object");
-        goto out;
-    }
-    if (!get_str(json, t, 0, "type", type, sizeof(type))) {
-        send_error(c, NULL, "bad_request", "missing \"type\"");
-        goto out;
-    }
-    if (get_str(json, t, 0, "id", idbuf, sizeof(idbuf)))
-        id = idbuf;
-    /* Receipts and typing need no request id; everything else is answered by it. */
-    bool signal = strcmp(type, "receipt") == 0 || strcmp(type, "typing") == 0;
-    if (!id && !signal) {
-        send_error(c, NULL, "bad_request", "missing \"id\" (1-64 bytes)");
-        goto out;
-    }
-    if (!rate_ok(c, d, len, id))
-        goto out;
     if (strcmp(type, "send") == 0)
         op_send(c, d, json, t, id);
     else if (strcmp(type, "sync") == 0)
@@ -2660,9 +2746,86 @@ void sb_chat_on_message(struct sb_conn *c, const uint8_t *data, size_t len)
     else if (strcmp(type, "conv_get") == 0)
         op_conv(c, d, json, t, id, REQ_GET);
     else if (strcmp(type, "conv_list") == 0)
-        op_conv_list(c, d, id);
+        op_home(c, d, id, REQ_LIST_BEGIN);
+    else if (strcmp(type, "devices") == 0)
+        op_home(c, d, id, REQ_DEVICES);
     else
         send_error(c, id, "bad_request", "unknown operation type");
+}
+
+/* Parses a request object into t (MAX_TOKENS); false when answered with an error. */
+static bool parse(struct sb_conn *c, const char *json, size_t len, struct sb_json_tok *t)
+{
+    struct sb_json_limits lim = {.max_tokens = MAX_TOKENS, .max_depth = 8};
+    ssize_t n = sb_json_parse(json, len, &lim, t);
+    if (n == -E2BIG)
+        send_error(c, NULL, "bad_request", "too many fields (lists hold at most 1,000 items)");
+    else if (n < 0 || t[0].type != SB_JSON_OBJECT)
+        send_error(c, NULL, "bad_request", "expected a JSON object");
+    return n > 0 && t[0].type == SB_JSON_OBJECT;
+}
+
+void sb_chat_on_message(struct sb_conn *c, const uint8_t *data, size_t len)
+{
+    struct sb_session *s = sb_conn_app(c);
+    struct chat_device *d = s->chat;
+    if (!s->chat_registered)
+        return; /* refused (too many devices): closing */
+    const char *json = (const char *)data;
+    struct sb_json_tok *t = malloc(MAX_TOKENS * sizeof(*t));
+    char type[24], idbuf[SB_CLIENT_ID_MAX + 1];
+    const char *id = NULL;
+    if (!t) {
+        send_error(c, NULL, "unavailable", "out of memory; retry");
+        return;
+    }
+    if (!parse(c, json, len, t))
+        goto out;
+    if (!get_str(json, t, 0, "type", type, sizeof(type))) {
+        send_error(c, NULL, "bad_request", "missing \"type\"");
+        goto out;
+    }
+    if (get_str(json, t, 0, "id", idbuf, sizeof(idbuf)))
+        id = idbuf;
+    /* Receipts and typing need no request id; everything else is answered by it. */
+    bool signal = strcmp(type, "receipt") == 0 || strcmp(type, "typing") == 0;
+    if (!id && !signal) {
+        send_error(c, NULL, "bad_request", "missing \"id\" (1-64 bytes)");
+        goto out;
+    }
+    if (rate_ok(c, d, len, id))
+        dispatch(c, d, json, t, type, id);
 out:
+    free(t);
+}
+
+void sb_chat_rest(struct sb_conn *c, const char *user, const char *type, const char *conv,
+                  const char *json, size_t len)
+{
+    struct chat_user u = {.id_len = strlen(user)};
+    memcpy(u.id, user, u.id_len);
+    /* The group limit is checked on the user's home worker when the group is joined. */
+    u.ngroups = 0;
+    struct chat_device d = {
+        .user = &u, .conn = c, .conn_id = sb_conn_id(c), .http = true, .path_conv = conv};
+    memcpy(d.id, "rest", 5);
+    struct sb_json_tok *t = malloc(MAX_TOKENS * sizeof(*t));
+    char idbuf[SB_CLIENT_ID_MAX + 1];
+    if (!t) {
+        send_error(c, NULL, "unavailable", "out of memory; retry");
+        return;
+    }
+    if (!len) {
+        json = "{}";
+        len = 2;
+    }
+    if (parse(c, json, len, t)) {
+        /* Without an id (for de-duplication) the request gets one of its own. */
+        static _Thread_local uint64_t rest_seq;
+        if (!get_str(json, t, 0, "id", idbuf, sizeof(idbuf)))
+            snprintf(idbuf, sizeof(idbuf), "rest-%016llx-%llu", (unsigned long long)sb_conn_id(c),
+                     (unsigned long long)++rest_seq);
+        dispatch(c, &d, json, t, type, idbuf);
+    }
     free(t);
 }

@@ -84,4 +84,12 @@ void sb_chat_on_message(struct sb_conn *c, const uint8_t *data, size_t len);
 /* The device's connection is gone. */
 void sb_chat_unregister(struct sb_conn *c);
 
+/*
+ * A REST request (server/rest.c): operation `type` (as on /ws: "send", "conv_create", ...) with
+ * the JSON object json (len 0: none) on behalf of user, conv naming the conversation when the path
+ * does (else NULL). Answered through sb__rest_respond / sb__rest_answer.
+ */
+void sb_chat_rest(struct sb_conn *c, const char *user, const char *type, const char *conv,
+                  const char *json, size_t len);
+
 #endif

@@ -17,12 +17,18 @@
 struct sb_gateway_config sb__gw;
 static uint64_t started_ms;
 
-void sb_gateway_init(const struct sb_gateway_config *cfg)
+int sb_gateway_init(const struct sb_gateway_config *cfg)
 {
     sb__gw = *cfg;
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     started_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    return sb__rest_init(sb_engine_workers(cfg->engine));
+}
+
+void sb_gateway_free(void)
+{
+    sb__rest_free();
 }
 
 size_t sb_gateway_session_size(void)
@@ -254,7 +260,7 @@ static void route_metrics(struct sb_conn *c, const struct sb_http_request *req)
     free(body);
 }
 
-static void route(struct sb_conn *c, const struct sb_http_request *req)
+static void route(struct sb_conn *c, const struct sb_http_request *req, const char *body)
 {
     sb_metric_add(sb_conn_worker(c), SB_M_HTTP_REQUESTS, 1);
     if (sb_slice_eq(req->path, "/api/health")) {
@@ -275,6 +281,10 @@ static void route(struct sb_conn *c, const struct sb_http_request *req)
     }
     if (sb__gw.metrics_access != SB_METRICS_OFF && sb_slice_eq(req->path, "/metrics")) {
         route_metrics(c, req);
+        return;
+    }
+    if (req->path.len > 5 && memcmp(req->path.base, "/api/", 5) == 0) {
+        sb__rest_route(c, req, body, (size_t)req->content_length);
         return;
     }
     respond_error(c, 404, NULL, "not found");
@@ -307,7 +317,7 @@ static size_t http_input(struct sb_conn *c, const uint8_t *data, size_t len)
         respond_error(c, 411, NULL, "chunked request bodies are not accepted");
         return len;
     }
-    /* No route takes a body yet: accept and skip a small one, refuse a large one. */
+    /* Bodies (REST requests) are read whole, up to 64 KiB. */
     if (req.content_length > 65536) {
         respond_error(c, 413, NULL, "request body too large");
         return len;
@@ -315,7 +325,7 @@ static size_t http_input(struct sb_conn *c, const uint8_t *data, size_t len)
     size_t total = (size_t)r + (size_t)req.content_length;
     if (len < total)
         return 0;
-    route(c, &req);
+    route(c, &req, (const char *)data + r);
     return total;
 }
 
@@ -339,8 +349,9 @@ static ssize_t on_data(struct sb_conn *c, uint8_t *data, size_t len)
         if (n == 0)
             break;
         off += n;
-        /* Moving to the user's home worker: what follows is for that worker to read. */
-        if (s->route == SB_ROUTE_CHAT && !s->chat_registered)
+        /* Moving to the user's home worker: what follows is for that worker to read. A REST
+         * request waits for its answer: what follows waits too (its input is held). */
+        if ((s->route == SB_ROUTE_CHAT && !s->chat_registered) || s->rest_held)
             return (ssize_t)off;
         if (s->state == SB_SESS_HTTP && !sb_conn_is_closing(c))
             sb_conn_set_timer(c, sb__gw.handshake_timeout_ms);
@@ -365,6 +376,8 @@ static void on_close(struct sb_conn *c, int err)
     if (err && err != -ECONNRESET && err != -EPIPE && err != -ETIMEDOUT)
         sb_log(SB_LOG_INFO, err, "c%llx: connection error", (unsigned long long)sb_conn_id(c));
     sb__ws_release(session(c));
+    if (session(c)->rest_held)
+        sb__rest_forget(c);
     if (session(c)->route == SB_ROUTE_CHAT)
         sb_chat_unregister(c);
 }

@@ -27,8 +27,12 @@ struct sb_gateway_config {
     int metrics_access;         /* enum sb_metrics_access */
 };
 
-/* Sets the configuration every connection uses. Main thread, before sb_engine_start. */
-void sb_gateway_init(const struct sb_gateway_config *cfg);
+/* Sets the configuration every connection uses. Main thread, before sb_engine_start. Returns 0
+ * or -ENOMEM. */
+int sb_gateway_init(const struct sb_gateway_config *cfg);
+
+/* Frees what sb_gateway_init allocated, after the engine stopped. */
+void sb_gateway_free(void);
 
 /* The callbacks to pass to sb_engine_listen. */
 extern const struct sb_conn_ops sb_gateway_ops;
@@ -69,6 +73,9 @@ struct sb_session {
     bool close_sent;
     bool ping_pending;    /* a ping went out and nothing arrived since */
     bool chat_registered; /* chat is the device record, not the pending login */
+    bool rest_waiting;    /* a REST request is being served: the next answer is its response */
+    bool rest_held;       /* ... by another worker: registered in rest.c, input held */
+    bool rest_keep_alive; /* ... and the connection stays open after it */
     struct sb_utf8 utf8;  /* across the fragments of a text message */
     uint32_t msg_len, msg_cap;
     uint8_t *msg; /* fragments gathered so far */
@@ -87,5 +94,21 @@ void sb__ws_close(struct sb_conn *c, uint16_t code, const char *reason);
 void sb__ws_timer(struct sb_conn *c);
 /* Frees the session's message buffer. */
 void sb__ws_release(struct sb_session *s);
+
+/* ---- internal to server/: the REST API (rest.c) ---- */
+
+/* Serves a request under /api/ (health excepted) with its body. */
+void sb__rest_route(struct sb_conn *c, const struct sb_http_request *req, const char *body,
+                    size_t body_len);
+/* Answers the REST request waiting on c with a JSON answer of the messaging layer (its status
+ * follows from it: an error's code, else 200). */
+void sb__rest_respond(struct sb_conn *c, const char *json, size_t len);
+/* The same for the connection conn_id of worker w, if it is still waiting. */
+void sb__rest_answer(struct sb_worker *w, uint64_t conn_id, const char *json, size_t len);
+/* The connection is closing: it waits no more. */
+void sb__rest_forget(struct sb_conn *c);
+/* Sets up the per-worker tables of waiting requests. Returns 0 or -ENOMEM. */
+int sb__rest_init(unsigned workers);
+void sb__rest_free(void);
 
 #endif

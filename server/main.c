@@ -228,12 +228,19 @@ static int serve(const struct sb_settings *st)
         .auth = &auth,
         .metrics_access = st->metrics,
     };
-    sb_gateway_init(&gc);
+    if (sb_gateway_init(&gc) < 0) {
+        sb_log(SB_LOG_ERROR, -ENOMEM, "cannot start");
+        sb_engine_free(e);
+        sb_gateway_free();
+        sb_metrics_free();
+        return 1;
+    }
     unsigned bound;
     r = sb_engine_listen(e, host, port, &sb_gateway_ops, &bound);
     if (r < 0) {
         sb_log(SB_LOG_ERROR, r, "cannot listen on %s", st->listen);
         sb_engine_free(e);
+        sb_gateway_free();
         sb_metrics_free();
         return 1;
     }
@@ -241,6 +248,7 @@ static int serve(const struct sb_settings *st)
     struct sb_store *store = NULL;
     if (load_history(st, e, &store) < 0) {
         sb_engine_free(e);
+        sb_gateway_free();
         sb_metrics_free();
         return 1;
     }
@@ -248,6 +256,7 @@ static int serve(const struct sb_settings *st)
     if (r < 0) {
         sb_engine_free(e);
         close_history(store);
+        sb_gateway_free();
         sb_metrics_free();
         return 1;
     }
@@ -275,6 +284,7 @@ static int serve(const struct sb_settings *st)
     sb_engine_wait(e);
     sb_engine_free(e);
     close_history(store);
+    sb_gateway_free();
     sb_metrics_free();
     sb_log(SB_LOG_INFO, 0, "stopped");
     return 0;
