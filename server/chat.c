@@ -17,6 +17,7 @@
 #include "proto/ws.h"
 #include "server/gateway.h"
 #include "server/table.h"
+#include "server/webhook.h"
 
 _Static_assert(SB_DEVICE_ID_MAX == SB_STORE_DEVICE_MAX, "device ids fit the log");
 _Static_assert(SB_CLIENT_ID_MAX == SB_STORE_CLIENT_ID_MAX, "client ids fit the log");
@@ -418,6 +419,8 @@ static void envelope_arrive(struct sb_worker *w, void *arg)
     for (unsigned i = 0; i < env->nusers; i++) {
         struct chat_user *u =
             sb_table_get(&my_shard(w)->users, env->users[i], strlen(env->users[i]));
+        if (!u) /* no device online: the offline webhook (which skips the sender) */
+            sb_webhook_offline(w, env->users[i], strlen(env->users[i]), env->json, env->json_len);
         for (struct chat_device *d = u ? u->devices : NULL; d; d = d->next) {
             if (d->conn_id == env->skip_conn_id || sb_conn_is_closing(d->conn))
                 continue;

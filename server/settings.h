@@ -39,6 +39,13 @@ struct sb_settings {
     int fsync; /* enum sb_store_fsync */
     uint64_t compact_min_size;
     int metrics; /* enum sb_metrics_access */
+    char *webhook_url;
+    int64_t webhook_batch;
+    int64_t webhook_queue;
+    int64_t webhook_timeout_ms;
+    bool webhook_body;
+    uint64_t webhook_body_max;
+    char *webhook_secret;
 };
 
 extern const struct sb_setting sb_settings_table[];
