@@ -12,14 +12,15 @@
 #include "core/engine.h"
 
 enum sb_metric {
-    SB_M_HTTP_REQUESTS,   /* complete requests parsed */
-    SB_M_HTTP_ERRORS,     /* responses with status >= 400 */
-    SB_M_UPGRADES_ECHO,   /* WebSocket handshakes completed on /echo */
-    SB_M_UPGRADES_CHAT,   /* ... on /ws */
-    SB_M_AUTH_FAILURES,   /* /ws requests refused with 401 */
-    SB_M_WS_MESSAGES_IN,  /* complete WebSocket messages received */
-    SB_M_WS_FAILURES,     /* connections we closed for a protocol violation (1002/1003/1007/1009) */
-    SB_M_WEBHOOK_QUEUED,  /* offline notices queued for the webhook */
+    SB_M_HTTP_REQUESTS,  /* complete requests parsed */
+    SB_M_HTTP_ERRORS,    /* responses with status >= 400 */
+    SB_M_UPGRADES_ECHO,  /* WebSocket handshakes completed on /echo */
+    SB_M_UPGRADES_CHAT,  /* ... on /ws */
+    SB_M_AUTH_FAILURES,  /* /ws requests refused with 401 */
+    SB_M_WS_MESSAGES_IN, /* complete WebSocket messages received */
+    SB_M_WS_FAILURES,    /* connections we closed for a protocol violation (1002/1003/1007/1009) */
+    /* The offline webhook (server/webhook.c). */
+    SB_M_WEBHOOK_QUEUED,  /* notices queued */
     SB_M_WEBHOOK_SENT,    /* notices in POSTs the receiver accepted (2xx) */
     SB_M_WEBHOOK_DROPPED, /* notices lost: queue full, refused (4xx), not encodable */
     SB_M_WEBHOOK_FAILED,  /* POSTs that failed: no connection, timeout, 5xx, 4xx, bad response */

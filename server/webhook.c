@@ -189,7 +189,7 @@ static struct notice *make_notice(const char *user, size_t user_len, const char 
                                   int *err)
 {
     struct sb_json_tok t[MESSAGE_TOKENS];
-    struct sb_json_limits lim = {.max_tokens = MESSAGE_TOKENS, .max_depth = 2};
+    struct sb_json_limits lim = {.max_tokens = MESSAGE_TOKENS, .max_depth = 4};
     *err = -EBADMSG;
     if (user_len > SB_USER_ID_MAX || sb_json_parse(msg, len, &lim, t) < 0 ||
         t[0].type != SB_JSON_OBJECT)
@@ -350,6 +350,26 @@ static uint64_t backoff_ms(struct hook *h)
 
 static void send_batch(struct hook *h);
 
+/* What a failed POST's error means, for the operator. */
+static const char *failure_text(int err)
+{
+    switch (err) {
+    case -ETIMEDOUT:
+        return "no complete response within webhook_timeout_ms";
+    case -EBADMSG:
+    case -EPROTONOSUPPORT:
+        return "malformed HTTP response";
+    case -EMSGSIZE:
+        return "HTTP response over the size limits";
+    case -EPIPE:
+        return "connection closed before the response ended";
+    case -EPROTO:
+        return "bytes from the receiver nobody asked for";
+    default:
+        return "cannot connect or send";
+    }
+}
+
 /* A POST failed (err, or an HTTP status >= 500): log the first failure, retry after a backoff. */
 static void post_failed(struct hook *h, int err, int status)
 {
@@ -364,9 +384,9 @@ static void post_failed(struct hook *h, int err, int status)
                    url, status);
         else
             sb_log(SB_LOG_WARN, err,
-                   "webhook: POST to %s failed; retrying with backoff (the next line says when "
-                   "it works again)",
-                   url);
+                   "webhook: POST to %s failed (%s); retrying with backoff (the next line says "
+                   "when it works again)",
+                   url, failure_text(err));
     }
     if (is_stopping(h))
         return;
@@ -423,6 +443,10 @@ static void send_batch(struct hook *h)
             return;
         }
     }
+    /* A connection the receiver closed may wait for its on_close until the end of this loop
+     * iteration: let it go now. */
+    if (h->conn && sb_conn_is_closing(h->conn))
+        h->conn = NULL;
     h->reused = h->conn != NULL;
     if (!h->conn) {
         h->conn = sb_worker_connect(h->w, client, (const struct sockaddr *)&addr, addr_len);
