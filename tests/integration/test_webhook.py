@@ -339,6 +339,106 @@ class WebhookSignedTest(ReceiverCase):
         self.assertEqual(metrics(self.port)["posts_failed_total"], 0)
 
 
+class RawReceiver:
+    """A TCP server for receivers that misbehave: for each request it reads it plays the next
+    action of `script`: "silent" (never answers), "garbage" (answers something that is not
+    HTTP), "ok" (200). Requests past the script get "ok"."""
+
+    def __init__(self, script):
+        self.script = list(script)
+        self.requests = []
+        self.lock = threading.Lock()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.open = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.open.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        buf = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    data = c.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                n = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+                while len(buf) < n:
+                    data = c.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                body, buf = buf[:n], buf[n:]
+                with self.lock:
+                    self.requests.append(body)
+                    action = self.script.pop(0) if self.script else "ok"
+                if action == "garbage":
+                    c.sendall(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
+                elif action == "ok":
+                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        except OSError:
+            return
+
+    def close(self):
+        self.sock.close()
+        with self.lock:
+            for c in self.open:
+                c.close()
+
+
+class WebhookMisbehavingReceiverTest(sbtest.ServerTestCase):
+    """A receiver that does not answer in time, then answers garbage, then works."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.receiver = RawReceiver(["silent", "garbage", "ok"])
+        cls.server_settings = {"workers": 2, "webhook_timeout_ms": 300, "webhook_batch": 1,
+                               "webhook_url": f"http://127.0.0.1:{cls.receiver.port}/"}
+        super().setUpClass()
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            cls.receiver.close()
+
+    def test_timeout_and_malformed_answers_are_retried(self):
+        async def go():
+            alice = await connect(self.port, "alice")
+            ack = await send(alice, "t1", "hank", "x")
+            await alice.close()
+            return ack
+        ack = self.run_async(go())
+        self.assertTrue(sbtest.wait_until(lambda: len(self.receiver.requests) >= 3, 15),
+                        self.srv.log_tail())
+        ok = sbtest.wait_until(
+            lambda: (lambda v: v if v["notices_sent_total"] == 1 else None)(metrics(self.port)), 5)
+        self.assertTrue(ok, metrics(self.port))
+        self.assertEqual(ok["posts_failed_total"], 2)
+        self.assertEqual(ok["retries_total"], 2)
+        bodies = self.receiver.requests
+        self.assertEqual(len(set(bodies)), 1)  # the same batch each time
+        self.assertEqual(json.loads(bodies[0])["notices"][0]["msg_id"], ack["msg_id"])
+        log = self.srv.read_log()
+        self.assertIn("failed (no complete response within webhook_timeout_ms)", log)
+        self.assertNotIn("malformed HTTP response", log)  # the second failure is not logged
+        self.assertIn("works again (HTTP 200) after 2 failed attempts", log)
+
+
 class WebhookBadUrlTest(unittest.TestCase):
     """A webhook_url the server cannot use stops it at start with a sentence saying why."""
 
