@@ -439,6 +439,37 @@ class WebhookMisbehavingReceiverTest(sbtest.ServerTestCase):
         self.assertIn("works again (HTTP 200) after 2 failed attempts", log)
 
 
+class WebhookShutdownTest(unittest.TestCase):
+    """SIGTERM while a POST waits for its answer: the server still stops on time and exits 0."""
+
+    def test_stop_with_a_post_in_flight(self):
+        receiver = RawReceiver(["silent"])
+        srv = sbtest.Server(workers=2, webhook_timeout_ms=2000,
+                            webhook_url=f"http://127.0.0.1:{receiver.port}/")
+        try:
+            srv.start()
+
+            async def go():
+                alice = await connect(srv.port, "alice")
+                await send(alice, "q1", "ivan", "x")
+                await alice.close()
+            asyncio.run(asyncio.wait_for(go(), 30))
+            self.assertTrue(sbtest.wait_until(lambda: receiver.requests, 10))
+            t0 = time.monotonic()
+            code = srv.stop(timeout=15)
+            self.assertEqual(code, 0, srv.log_tail())
+            # Bounded by webhook_timeout_ms, well inside shutdown_timeout_ms (10 s).
+            self.assertLess(time.monotonic() - t0, 5, srv.log_tail())
+            log = srv.read_log()
+            self.assertIn("webhook: 1 notices were not sent before shutdown", log)
+            self.assertNotIn("shutdown deadline passed", log)
+            self.assertEqual(srv.bad_log_lines(since_start=True), [])
+        finally:
+            srv.kill()
+            srv.remove_log()
+            receiver.close()
+
+
 class WebhookBadUrlTest(unittest.TestCase):
     """A webhook_url the server cannot use stops it at start with a sentence saying why."""
 
