@@ -19,6 +19,7 @@
 #include "server/gateway.h"
 #include "server/metrics.h"
 #include "server/table.h"
+#include "server/webhook.h"
 
 _Static_assert(SB_DEVICE_ID_MAX == SB_STORE_DEVICE_MAX, "device ids fit the log");
 _Static_assert(SB_CLIENT_ID_MAX == SB_STORE_CLIENT_ID_MAX, "client ids fit the log");
@@ -804,6 +805,8 @@ static void envelope_arrive(struct sb_worker *w, void *arg)
         const char *uid = unpack_user(p, &ulen);
         p = uid + ulen;
         struct chat_user *u = sb_table_get(&sh->users, uid, ulen);
+        if ((!u || !u->ndevices) && env->cls == CLASS_MESSAGE) /* the webhook skips the sender */
+            sb_webhook_offline(w, uid, ulen, env->data, env->json_len);
         for (struct chat_device *d = u ? u->devices : NULL; d; d = d->next) {
             if (d->conn_id == env->skip_conn_id || sb_conn_is_closing(d->conn))
                 continue;

@@ -18,6 +18,7 @@
 #include "server/metrics.h"
 #include "server/settings.h"
 #include "server/store.h"
+#include "server/webhook.h"
 
 static void usage(FILE *out)
 {
@@ -215,6 +216,21 @@ static int serve(const struct sb_settings *st)
         sb_engine_free(e);
         return 1;
     }
+    struct sb_webhook_config wc = {
+        .url = st->webhook_url,
+        .batch = (unsigned)st->webhook_batch,
+        .queue = (unsigned)st->webhook_queue,
+        .timeout_ms = (unsigned)st->webhook_timeout_ms,
+        .body = st->webhook_body,
+        .body_max = st->webhook_body_max,
+        .secret = st->webhook_secret,
+    };
+    r = sb_webhook_init(e, &wc);
+    if (r < 0) {
+        sb_engine_free(e);
+        sb_metrics_free();
+        return r == -ENOMEM ? 1 : 2;
+    }
     struct sb_gateway_config gc = {
         .engine = e,
         .handshake_timeout_ms = (uint64_t)st->handshake_timeout_ms,
@@ -232,6 +248,7 @@ static int serve(const struct sb_settings *st)
         sb_log(SB_LOG_ERROR, -ENOMEM, "cannot start");
         sb_engine_free(e);
         sb_gateway_free();
+        sb_webhook_free();
         sb_metrics_free();
         return 1;
     }
@@ -241,6 +258,7 @@ static int serve(const struct sb_settings *st)
         sb_log(SB_LOG_ERROR, r, "cannot listen on %s", st->listen);
         sb_engine_free(e);
         sb_gateway_free();
+        sb_webhook_free();
         sb_metrics_free();
         return 1;
     }
@@ -249,6 +267,7 @@ static int serve(const struct sb_settings *st)
     if (load_history(st, e, &store) < 0) {
         sb_engine_free(e);
         sb_gateway_free();
+        sb_webhook_free();
         sb_metrics_free();
         return 1;
     }
@@ -257,6 +276,7 @@ static int serve(const struct sb_settings *st)
         sb_engine_free(e);
         close_history(store);
         sb_gateway_free();
+        sb_webhook_free();
         sb_metrics_free();
         return 1;
     }
@@ -280,11 +300,13 @@ static int serve(const struct sb_settings *st)
             break;
         }
     }
+    sb_webhook_stop();
     sb_engine_stop(e);
     sb_engine_wait(e);
     sb_engine_free(e);
     close_history(store);
     sb_gateway_free();
+    sb_webhook_free();
     sb_metrics_free();
     sb_log(SB_LOG_INFO, 0, "stopped");
     return 0;

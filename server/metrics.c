@@ -44,6 +44,17 @@ static const struct {
                      ""},
     [SB_M_RATE_LIMITED] = {"switchboard_rate_limited_total",
                            "Requests refused by the per-device token buckets", ""},
+    [SB_M_WEBHOOK_QUEUED] = {"switchboard_webhook_notices_queued_total",
+                             "Offline notices queued for the webhook", ""},
+    [SB_M_WEBHOOK_SENT] = {"switchboard_webhook_notices_sent_total",
+                           "Offline notices the webhook receiver accepted (2xx)", ""},
+    [SB_M_WEBHOOK_DROPPED] = {"switchboard_webhook_notices_dropped_total",
+                              "Offline notices lost: queue full or refused by the receiver (4xx)",
+                              ""},
+    [SB_M_WEBHOOK_FAILED] = {"switchboard_webhook_posts_failed_total",
+                             "Webhook POSTs that failed (connection, timeout, 4xx, 5xx)", ""},
+    [SB_M_WEBHOOK_RETRIES] = {"switchboard_webhook_retries_total",
+                              "Webhook POSTs sent again after a failure", ""},
 };
 
 int sb_metrics_init(unsigned workers)

@@ -26,6 +26,12 @@ enum sb_metric {
     SB_M_TYPING_DROPPED,  /* typing events dropped for slow consumers */
     SB_M_BEHIND,          /* times a slow device stopped getting a conversation's messages */
     SB_M_RATE_LIMITED,    /* requests refused by the token buckets */
+    /* The offline webhook (server/webhook.c). */
+    SB_M_WEBHOOK_QUEUED,  /* notices queued */
+    SB_M_WEBHOOK_SENT,    /* notices in POSTs the receiver accepted (2xx) */
+    SB_M_WEBHOOK_DROPPED, /* notices lost: queue full, refused (4xx), not encodable */
+    SB_M_WEBHOOK_FAILED,  /* POSTs that failed: no connection, timeout, 5xx, 4xx, bad response */
+    SB_M_WEBHOOK_RETRIES, /* POSTs sent again after a failure */
     SB_M_COUNT,
 };
 

@@ -47,6 +47,13 @@ struct sb_settings {
     int64_t max_group_members;
     int64_t max_groups_per_user;
     uint64_t slow_queue_bytes;
+    char *webhook_url;
+    int64_t webhook_batch;
+    int64_t webhook_queue;
+    int64_t webhook_timeout_ms;
+    bool webhook_body;
+    uint64_t webhook_body_max;
+    char *webhook_secret;
 };
 
 extern const struct sb_setting sb_settings_table[];
