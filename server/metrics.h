@@ -26,6 +26,9 @@ enum sb_metric {
     SB_M_TYPING_DROPPED,  /* typing events dropped for slow consumers */
     SB_M_BEHIND,          /* times a slow device stopped getting a conversation's messages */
     SB_M_RATE_LIMITED,    /* requests refused by the token buckets */
+    SB_M_STORE_APPENDS,   /* records appended to the history logs */
+    SB_M_STORE_FSYNCS,    /* fdatasyncs of the history logs completed */
+    SB_M_STORE_FSYNC_US,  /* their total duration, microseconds */
     /* The offline webhook (server/webhook.c). */
     SB_M_WEBHOOK_QUEUED,  /* notices queued */
     SB_M_WEBHOOK_SENT,    /* notices in POSTs the receiver accepted (2xx) */

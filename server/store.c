@@ -7,6 +7,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -18,6 +19,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "server/metrics.h"
 
 /* ---- CRC32C (Castagnoli, reflected polynomial 0x82F63B78), slicing by 8 ----------------- */
 
@@ -309,8 +311,9 @@ struct sb_store_log {
     struct batch b[2];
     struct batch *open, *flight;
     struct batch covered; /* a compaction's new file holds these; waiting for its rename */
-    bool busy, syncing, flush_posted, frozen, dirty;
+    bool busy, syncing, flush_posted, frozen, dirty, sync_armed;
     uint64_t last_sync_ms, sync_start_ns, last_error_ms;
+    struct sb_worker_timer sync_timer; /* everysec: syncs a burst's tail within the second */
     uint32_t gen;
     uint64_t compact_after; /* after a failed compaction, none before end reaches this */
     struct compaction *cp;
@@ -498,6 +501,36 @@ static bool sync_due(struct sb_store_log *log, struct sb_worker *w)
     return false;
 }
 
+static void sync_timer_fire(struct sb_worker *w, struct sb_worker_timer *t)
+{
+    struct sb_store_log *log =
+        (struct sb_store_log *)((char *)t - offsetof(struct sb_store_log, sync_timer));
+    log->sync_armed = false;
+    /* A batch on its way syncs when it is written (a second has passed); else sync now. */
+    if (log->busy || log->flight->active || !log->dirty)
+        return;
+    log->sync_start_ns = mono_ns();
+    int r = sb_worker_fsync(w, &log->op.op, log->fd, true);
+    if (r < 0) {
+        log_error(log, w, r, "fsync");
+        return;
+    }
+    log->busy = true;
+    log->syncing = true;
+}
+
+/* everysec: what is written but not synced is synced within a second of the last sync, even
+ * when nothing more is appended. */
+static void arm_sync(struct sb_store_log *log, struct sb_worker *w)
+{
+    if (log->st->cfg.fsync != SB_FSYNC_EVERYSEC || !log->dirty || log->sync_armed)
+        return;
+    uint64_t since = sb_worker_now_ms(w) - log->last_sync_ms;
+    log->sync_timer.cb = sync_timer_fire;
+    log->sync_armed = true;
+    sb_worker_timer_set(w, &log->sync_timer, since >= 1000 ? 10 : 1000 - since);
+}
+
 static void log_finish(struct sb_store_log *log, struct sb_worker *w)
 {
     struct batch *b = log->flight;
@@ -505,6 +538,7 @@ static void log_finish(struct sb_store_log *log, struct sb_worker *w)
     batch_release(b, w);
     compact_check(log, w);
     log_kick(log, w);
+    arm_sync(log, w);
 }
 
 /* The batch is written: fsync it if the policy says so, else it is done. */
@@ -557,11 +591,14 @@ static void on_log_io(struct sb_worker *w, struct sb_file_op *op, int res)
             b->done = 0;
             b->cur = b->head;
             b->cur_off = 0;
+            arm_sync(log, w); /* tried again by the timer if nothing else comes */
             return;
         }
         uint64_t ns = mono_ns() - log->sync_start_ns;
         log->stats.fsyncs++;
         log->stats.fsync_us += ns / 1000;
+        sb_metric_add(w, SB_M_STORE_FSYNCS, 1);
+        sb_metric_add(w, SB_M_STORE_FSYNC_US, ns / 1000);
         log->last_sync_ms = sb_worker_now_ms(w);
         log->dirty = false;
         log_finish(log, w);
@@ -603,6 +640,7 @@ void sb_store_append(struct sb_store_log *log, struct sb_worker *w, struct sb_st
     e->flags = ENT_PENDING;
     batch_push(log->open, e);
     log->stats.records++;
+    sb_metric_add(w, SB_M_STORE_APPENDS, 1);
     struct compaction *cp = log->cp;
     if (cp && cp->phase != CP_DIRSYNC && conv_gen == log->gen && !cp->failed) {
         uint8_t *p = sb_store_buf_reserve(&cp->tail, e->len);

@@ -47,8 +47,18 @@ uint64_t sb_worker_now_ms(const struct sb_worker *w)
     abort();
 }
 
+void sb_worker_timer_set(struct sb_worker *w, struct sb_worker_timer *timer, uint64_t ms)
+{
+    abort();
+}
+
 void sb_log(enum sb_log_level level, int err, const char *fmt, ...)
 {
+}
+
+void sb_metric_add(struct sb_worker *w, enum sb_metric m, uint64_t n)
+{
+    abort();
 }
 
 static void require(bool ok)

@@ -7,11 +7,13 @@ import asyncio
 import glob
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 import time
 import unittest
+import urllib.request
 
 import websockets
 
@@ -351,6 +353,30 @@ class HistoryTest(unittest.TestCase):
                     await a.close()
                 self.run_async(check())
                 self.finish(srv)
+
+    def test_everysec_syncs_the_tail_of_a_burst_within_a_second(self):
+        srv = self.start(fsync="everysec", workers=1)
+
+        def fsyncs():
+            with urllib.request.urlopen(f"http://127.0.0.1:{srv.port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+            return int(re.search(r"^switchboard_store_fsyncs_total (\d+)", text, re.M).group(1))
+
+        async def burst(n, tag):
+            a = await connect(srv.port, "alice")
+            await send_all(a, "bob", [f"{tag}{i}" for i in range(n)], tag)
+            await a.close()
+        # The first batch is synced at once (the last sync is "long ago"); the second, right
+        # behind it, is due only a second later, and nothing follows it: the timer syncs it.
+        self.run_async(burst(1, "x"))
+        time.sleep(0.1)
+        before = fsyncs()
+        self.run_async(burst(5, "y"))
+        deadline = time.monotonic() + 2.0
+        while fsyncs() == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertGreater(fsyncs(), before, "the tail of the burst was not synced within 2 s")
+        self.finish(srv)
 
     # -- bounds, compaction, resharding --------------------------------------------------------
 

@@ -21,6 +21,7 @@
 #include "core/log.h"
 #include "server/chat.h"
 #include "server/ids.h"
+#include "server/metrics.h"
 #include "server/store.h"
 
 static char base_dir[64];
@@ -878,6 +879,7 @@ int main(void)
     sb_log_threshold = SB_LOG_ERROR; /* the WARNs of the truncation tests are expected */
     snprintf(base_dir, sizeof(base_dir), "/tmp/sb-test-store-%d", (int)getpid());
     mkdir(base_dir, 0755);
+    sb_metrics_init(8); /* the logs count their appends and fsyncs */
     test_crc32c();
     test_round_trip();
     test_truncations_and_flips();
@@ -890,5 +892,6 @@ int main(void)
         test_worker(m ? SB_IO_COMPAT : SB_IO_AUTO, SB_FSYNC_NEVER);
     }
     rmdir(base_dir);
+    sb_metrics_free();
     return check_done();
 }
