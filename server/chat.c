@@ -16,6 +16,7 @@
 #include "proto/json.h"
 #include "proto/ws.h"
 #include "server/gateway.h"
+#include "server/presence.h"
 #include "server/table.h"
 
 _Static_assert(SB_DEVICE_ID_MAX == SB_STORE_DEVICE_MAX, "device ids fit the log");
@@ -279,6 +280,7 @@ int sb_chat_register(struct sb_conn *c, struct sb_chat_login *login)
         send_text(c, buf, (size_t)n);
     sb_log(SB_LOG_DEBUG, 0, "c%llx: %s/%s online (%u devices)", (unsigned long long)d->conn_id,
            u->id, d->id, u->ndevices);
+    sb_presence_device_up(c, u->id, u->id_len);
     return 0;
 }
 
@@ -292,6 +294,7 @@ void sb_chat_unregister(struct sb_conn *c)
     }
     struct chat_device *d = s->chat;
     struct chat_user *u = d->user;
+    sb_presence_device_down(c, u->id, u->id_len);
     for (struct chat_device **p = &u->devices; *p; p = &(*p)->next) {
         if (*p == d) {
             *p = d->next;
@@ -1097,6 +1100,9 @@ void sb_chat_on_message(struct sb_conn *c, const uint8_t *data, size_t len)
     struct sb_json_tok t[MAX_TOKENS];
     struct sb_json_limits lim = {.max_tokens = MAX_TOKENS, .max_depth = 8};
     ssize_t n = sb_json_parse(json, len, &lim, t);
+    /* presence_sub names up to 1,000 users: more tokens than MAX_TOKENS; presence parses it. */
+    if (n == -E2BIG && sb_presence_on_message(c, data, len) == 0)
+        return;
     if (n == -E2BIG) {
         send_error(c, NULL, "bad_request", "too many fields (a sync names at most 100 convs)");
         return;
@@ -1118,6 +1124,8 @@ void sb_chat_on_message(struct sb_conn *c, const uint8_t *data, size_t len)
         op_send(c, d, json, t, id);
     else if (strcmp(type, "sync") == 0)
         op_sync(c, d, json, t, id);
+    else if (strncmp(type, "presence_", 9) == 0 && sb_presence_on_message(c, data, len) == 0)
+        return;
     else
         send_error(c, id, "bad_request", "unknown operation type");
 }

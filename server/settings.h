@@ -39,6 +39,9 @@ struct sb_settings {
     int fsync; /* enum sb_store_fsync */
     uint64_t compact_min_size;
     int metrics; /* enum sb_metrics_access */
+    int64_t presence_grace_ms;
+    int64_t presence_max_subscriptions;
+    int64_t presence_last_seen_max;
 };
 
 extern const struct sb_setting sb_settings_table[];
