@@ -271,6 +271,7 @@ static int serve(const struct sb_settings *st)
             break;
         }
     }
+    sb_presence_stop();
     sb_engine_stop(e);
     sb_engine_wait(e);
     sb_engine_free(e);

@@ -15,6 +15,7 @@
 #include "server/presence.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -110,6 +111,7 @@ struct pres_shard {
 
 static struct sb_presence_config cfg;
 static struct pres_shard *shards;
+static atomic_bool stopping; /* sb_presence_stop was called: no more mail between workers */
 
 static const char *user_key(const void *obj, size_t *len)
 {
@@ -197,8 +199,14 @@ int sb_presence_init(const struct sb_presence_config *c)
     return 0;
 }
 
+void sb_presence_stop(void)
+{
+    atomic_store(&stopping, true);
+}
+
 void sb_presence_free(void)
 {
+    atomic_store(&stopping, false);
     for (unsigned i = 0; shards && i < cfg.workers; i++)
         shard_destroy(&shards[i]);
     free(shards);
@@ -558,6 +566,19 @@ static bool deliver_or_hold(struct pres_shard *sh, struct pres_dev *d, struct wa
 
 /* ---- mail ------------------------------------------------------------------------------------ */
 
+/*
+ * sb_worker_post, unless the engine is stopping: a worker exits (and frees its mailboxes) once
+ * its own connections are closed, while others still close theirs, so mail posted then could
+ * reach a worker that is gone. Whatever was not mailed is freed by sb_presence_free. Returns
+ * 0, -ESHUTDOWN or -ENOMEM; the caller keeps arg on failure.
+ */
+static int post(struct sb_worker *w, unsigned to, sb_mail_cb fn, void *arg)
+{
+    if (atomic_load(&stopping))
+        return -ESHUTDOWN;
+    return sb_worker_post(w, to, fn, arg);
+}
+
 /* presence_sub / presence_unsub of one device for the users homed on one worker. */
 struct pres_req {
     unsigned from_worker;
@@ -659,8 +680,10 @@ static void emit(struct pres_shard *sh, struct pres_user *u)
                 ev->conns[ev->nconns++] = s->conn_id;
         }
         memcpy(event_json(ev), json, (size_t)jlen);
-        if (sb_worker_post(sh->w, k, event_arrive, ev) < 0) {
-            sb_log(SB_LOG_WARN, -ENOMEM, "presence of %s not sent to worker %u", u->id, k);
+        int e = post(sh->w, k, event_arrive, ev);
+        if (e < 0) {
+            if (e != -ESHUTDOWN)
+                sb_log(SB_LOG_WARN, e, "presence of %s not sent to worker %u", u->id, k);
             free(ev);
         }
     }
@@ -732,9 +755,11 @@ static void sub_arrive(struct sb_worker *w, void *arg)
             st->n++;
         }
     }
-    if (!st || sb_worker_post(w, rq->from_worker, state_arrive, st) < 0) {
-        sb_log(SB_LOG_WARN, -ENOMEM, "c%llx: presence answer dropped",
-               (unsigned long long)rq->conn_id);
+    int e = st ? post(w, rq->from_worker, state_arrive, st) : -ENOMEM;
+    if (e < 0) {
+        if (e != -ESHUTDOWN)
+            sb_log(SB_LOG_WARN, e, "c%llx: presence answer dropped",
+                   (unsigned long long)rq->conn_id);
         free(st);
     }
     free(rq);
@@ -751,7 +776,8 @@ static void unsub_arrive(struct sb_worker *w, void *arg)
 
 /*
  * Mails users[0..n) (distinct user ids) to their home workers, one request per worker, to run
- * fn there for device conn_id. Returns 0 or -ENOMEM (requests already posted stay posted).
+ * fn there for device conn_id. Returns 0, -ENOMEM or -ESHUTDOWN (requests already posted stay
+ * posted).
  */
 static int post_by_home(struct pres_shard *sh, uint64_t conn_id, char (*users)[SB_USER_ID_MAX + 1],
                         unsigned n, sb_mail_cb fn)
@@ -776,9 +802,10 @@ static int post_by_home(struct pres_shard *sh, uint64_t conn_id, char (*users)[S
             if (sb_home_worker(users[i], strlen(users[i]), cfg.workers) == k)
                 memcpy(rq->users[rq->n++], users[i], sizeof(users[i]));
         }
-        if (sb_worker_post(sh->w, k, fn, rq) < 0) {
+        int e = post(sh->w, k, fn, rq);
+        if (e < 0) {
             free(rq);
-            err = -ENOMEM;
+            err = e;
         }
     }
     return err;
@@ -820,8 +847,11 @@ static void dev_drop(struct pres_shard *sh, struct pres_dev *d)
         if (d->watches.slots[i].hash)
             memcpy(users[k++], wt->id, wt->id_len + 1);
     }
-    if (n && (!users || post_by_home(sh, d->conn_id, users, (unsigned)n, unsub_arrive) < 0))
-        sb_log(SB_LOG_WARN, -ENOMEM, "c%llx: presence subscriptions not all dropped",
+    int e = !n      ? 0
+            : users ? post_by_home(sh, d->conn_id, users, (unsigned)n, unsub_arrive)
+                    : -ENOMEM;
+    if (e < 0 && e != -ESHUTDOWN)
+        sb_log(SB_LOG_WARN, e, "c%llx: presence subscriptions not all dropped",
                (unsigned long long)d->conn_id);
     free(users);
     sb_table_remove(&sh->devs, d->key, sizeof(d->key));
@@ -961,8 +991,9 @@ static void op_unsub(struct pres_shard *sh, struct sb_conn *c, const char *json,
     }
     /* The watch is gone already, so no further event reaches the device even before the
      * home workers drop the subscriptions. */
-    if (k && post_by_home(sh, d->conn_id, users, k, unsub_arrive) < 0)
-        sb_log(SB_LOG_WARN, -ENOMEM, "c%llx: presence subscriptions not all dropped",
+    int e = k ? post_by_home(sh, d->conn_id, users, k, unsub_arrive) : 0;
+    if (e < 0 && e != -ESHUTDOWN)
+        sb_log(SB_LOG_WARN, e, "c%llx: presence subscriptions not all dropped",
                (unsigned long long)d->conn_id);
 }
 

@@ -30,6 +30,12 @@ struct sb_presence_config {
 /* Allocates one shard per worker. Returns 0 or -ENOMEM. */
 int sb_presence_init(const struct sb_presence_config *cfg);
 
+/*
+ * Call just before sb_engine_stop (any thread): presence mails nothing between workers from then
+ * on, since a worker that has closed its connections exits while others still close theirs.
+ */
+void sb_presence_stop(void);
+
 /* Frees every shard and what is left in them (users in their grace period, idle records). */
 void sb_presence_free(void);
 

@@ -7,6 +7,7 @@ import json
 import re
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 
@@ -326,6 +327,37 @@ class PresenceTest(sbtest.ServerTestCase):
             for ws in [slow] + flips:
                 ws.close()
 
+
+class PresenceShutdownTest(sbtest.ServerTestCase):
+    """Stopping with watchers and watched users still connected: their workers close at
+    different moments, and nothing may be mailed to a worker that has already exited."""
+
+    server_settings = {"workers": 4, "presence_grace_ms": 0}
+
+    def test_stop_with_live_subscriptions(self):
+        users = [f"stop9_{i}" for i in range(24)]
+
+        async def go():
+            port = self.port
+            conns = [await connect(port, u) for u in users[:12]]
+            watchers = [await connect(port, f"watch9_{i}") for i in range(8)]
+            for w in watchers:
+                await subscribe(w, users)
+            # The clients keep running (and answer the close handshakes) while it stops.
+            srv = type(self).server
+            type(self).server = None
+            code = await asyncio.to_thread(srv.stop, 20.0)
+            for ws in conns + watchers:
+                await ws.close()
+            return srv, code
+
+        srv, code = self.run_async(go())
+        bad = srv.bad_log_lines(since_start=True)
+        if bad or code != 0:
+            sys.stderr.write(f"\n--- server log ---\n{srv.log_tail()}\n")
+        srv.remove_log()
+        self.assertEqual(bad, [])
+        self.assertEqual(code, 0)
 
 if __name__ == "__main__":
     import unittest
