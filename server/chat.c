@@ -18,6 +18,7 @@
 #include "proto/ws.h"
 #include "server/gateway.h"
 #include "server/metrics.h"
+#include "server/presence.h"
 #include "server/table.h"
 #include "server/webhook.h"
 
@@ -548,6 +549,7 @@ int sb_chat_register(struct sb_conn *c, struct sb_chat_login *login)
         send_text(c, buf, (size_t)n);
     sb_log(SB_LOG_DEBUG, 0, "c%llx: %s/%s online (%u devices)", (unsigned long long)d->conn_id,
            u->id, d->id, u->ndevices);
+    sb_presence_device_up(c, u->id, u->id_len);
     return 0;
 }
 
@@ -561,6 +563,7 @@ void sb_chat_unregister(struct sb_conn *c)
     }
     struct chat_device *d = s->chat;
     struct chat_user *u = d->user;
+    sb_presence_device_down(c, u->id, u->id_len);
     for (struct chat_device **p = &u->devices; *p; p = &(*p)->next) {
         if (*p == d) {
             *p = d->next;
@@ -2796,7 +2799,11 @@ void sb_chat_on_message(struct sb_conn *c, const uint8_t *data, size_t len)
         send_error(c, NULL, "bad_request", "missing \"id\" (1-64 bytes)");
         goto out;
     }
-    if (rate_ok(c, d, len, id))
+    if (!rate_ok(c, d, len, id))
+        goto out;
+    if (strncmp(type, "presence_", 9) == 0)
+        sb_presence_on_message(c, data, len); /* presence reads its own requests */
+    else
         dispatch(c, d, json, t, type, id);
 out:
     free(t);

@@ -16,6 +16,7 @@
 #include "server/chat.h"
 #include "server/gateway.h"
 #include "server/metrics.h"
+#include "server/presence.h"
 #include "server/settings.h"
 #include "server/store.h"
 #include "server/webhook.h"
@@ -212,8 +213,13 @@ static int serve(const struct sb_settings *st)
                "no jwt_secret or jwt_keys_file: accepting tokens signed with "
                "the DEVELOPMENT secret (`switchboard token` mints them); set a "
                "secret before exposing this server");
-    if (sb_metrics_init(sb_engine_workers(e)) < 0) {
+    struct sb_presence_config pc = {.workers = sb_engine_workers(e),
+                                    .grace_ms = (uint64_t)st->presence_grace_ms,
+                                    .max_subscriptions = (uint32_t)st->presence_max_subscriptions,
+                                    .last_seen_max = (uint64_t)st->presence_last_seen_max};
+    if (sb_metrics_init(sb_engine_workers(e)) < 0 || sb_presence_init(&pc) < 0) {
         sb_engine_free(e);
+        sb_metrics_free();
         return 1;
     }
     struct sb_webhook_config wc = {
@@ -259,6 +265,7 @@ static int serve(const struct sb_settings *st)
         sb_engine_free(e);
         sb_gateway_free();
         sb_webhook_free();
+        sb_presence_free();
         sb_metrics_free();
         return 1;
     }
@@ -268,6 +275,7 @@ static int serve(const struct sb_settings *st)
         sb_engine_free(e);
         sb_gateway_free();
         sb_webhook_free();
+        sb_presence_free();
         sb_metrics_free();
         return 1;
     }
@@ -277,6 +285,7 @@ static int serve(const struct sb_settings *st)
         close_history(store);
         sb_gateway_free();
         sb_webhook_free();
+        sb_presence_free();
         sb_metrics_free();
         return 1;
     }
@@ -301,12 +310,14 @@ static int serve(const struct sb_settings *st)
         }
     }
     sb_webhook_stop();
+    sb_presence_stop();
     sb_engine_stop(e);
     sb_engine_wait(e);
     sb_engine_free(e);
     close_history(store);
     sb_gateway_free();
     sb_webhook_free();
+    sb_presence_free();
     sb_metrics_free();
     sb_log(SB_LOG_INFO, 0, "stopped");
     return 0;

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -62,6 +63,13 @@ static const struct {
                              "Webhook POSTs that failed (connection, timeout, 4xx, 5xx)", ""},
     [SB_M_WEBHOOK_RETRIES] = {"switchboard_webhook_retries_total",
                               "Webhook POSTs sent again after a failure", ""},
+    [SB_M_PRESENCE_ONLINE] = {"switchboard_presence_online_users", "Users online (presence)", ""},
+    [SB_M_PRESENCE_SENT] = {"switchboard_presence_events_sent_total",
+                            "Presence frames queued to devices", ""},
+    [SB_M_PRESENCE_COALESCED] = {"switchboard_presence_coalesced_total",
+                                 "Presence values replaced by a newer one while a device was "
+                                 "behind",
+                                 ""},
 };
 
 int sb_metrics_init(unsigned workers)
@@ -87,6 +95,17 @@ void sb_metric_add(struct sb_worker *w, enum sb_metric m, uint64_t n)
     atomic_uint_fast64_t *c = &blocks[sb_worker_id(w)].v[m];
     atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
                           memory_order_relaxed);
+}
+
+/* The metrics each worker sets (sb_metric_set) rather than counts; /metrics sums them too. */
+static bool is_gauge(unsigned m)
+{
+    return m == SB_M_PRESENCE_ONLINE;
+}
+
+void sb_metric_set(struct sb_worker *w, enum sb_metric m, uint64_t v)
+{
+    atomic_store_explicit(&blocks[sb_worker_id(w)].v[m], v, memory_order_relaxed);
 }
 
 struct out {
@@ -143,7 +162,7 @@ ssize_t sb_metrics_render(const struct sb_engine *e, char *buf, size_t cap)
     ENGINE("switchboard_send_completions_total", "Send completions", "counter", sends);
     for (unsigned m = 0; m < SB_M_COUNT; m++) {
         if (info[m].help)
-            header(&o, info[m].name, info[m].help, "counter");
+            header(&o, info[m].name, info[m].help, is_gauge(m) ? "gauge" : "counter");
         uint64_t sum = 0;
         for (unsigned i = 0; i < nblocks; i++)
             sum += atomic_load_explicit(&blocks[i].v[m], memory_order_relaxed);

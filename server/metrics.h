@@ -30,11 +30,14 @@ enum sb_metric {
     SB_M_STORE_FSYNCS,    /* fdatasyncs of the history logs completed */
     SB_M_STORE_FSYNC_US,  /* their total duration, microseconds */
     /* The offline webhook (server/webhook.c). */
-    SB_M_WEBHOOK_QUEUED,  /* notices queued */
-    SB_M_WEBHOOK_SENT,    /* notices in POSTs the receiver accepted (2xx) */
-    SB_M_WEBHOOK_DROPPED, /* notices lost: queue full, refused (4xx), not encodable */
-    SB_M_WEBHOOK_FAILED,  /* POSTs that failed: no connection, timeout, 5xx, 4xx, bad response */
-    SB_M_WEBHOOK_RETRIES, /* POSTs sent again after a failure */
+    SB_M_WEBHOOK_QUEUED,     /* notices queued */
+    SB_M_WEBHOOK_SENT,       /* notices in POSTs the receiver accepted (2xx) */
+    SB_M_WEBHOOK_DROPPED,    /* notices lost: queue full, refused (4xx), not encodable */
+    SB_M_WEBHOOK_FAILED,     /* POSTs that failed: no connection, timeout, 5xx, 4xx, bad response */
+    SB_M_WEBHOOK_RETRIES,    /* POSTs sent again after a failure */
+    SB_M_PRESENCE_ONLINE,    /* gauge: users shown online (each worker sets its own) */
+    SB_M_PRESENCE_SENT,      /* presence frames queued to devices */
+    SB_M_PRESENCE_COALESCED, /* presence values replaced by a newer one while a device was behind */
     SB_M_COUNT,
 };
 
@@ -44,6 +47,9 @@ void sb_metrics_free(void);
 
 /* Counts n events on the calling worker. */
 void sb_metric_add(struct sb_worker *w, enum sb_metric m, uint64_t n);
+
+/* Sets the calling worker's value of a gauge. */
+void sb_metric_set(struct sb_worker *w, enum sb_metric m, uint64_t v);
 
 /* Renders every metric into buf. Returns the length, or -ENOSPC. Any thread. */
 ssize_t sb_metrics_render(const struct sb_engine *e, char *buf, size_t cap);

@@ -96,5 +96,13 @@ const struct sb_setting sb_settings_table[] = {
      "a body longer than this (as JSON text) is left out of its notice (\"body_omitted\")"},
     {"webhook_secret", SB_SET_STR, F(webhook_secret), "", 0, 0, NULL,
      "key of the X-Switchboard-Signature header (HMAC-SHA256 of the body); empty = unsigned"},
+    {"presence_grace_ms", SB_SET_INT, F(presence_grace_ms), "5000", 0, 3600000, NULL,
+     "a user goes offline this long after its last device leaves; a reconnect within shows "
+     "nothing"},
+    {"presence_max_subscriptions", SB_SET_INT, F(presence_max_subscriptions), "10000", 1, 1000000,
+     NULL, "users one device may watch with presence_sub"},
+    {"presence_last_seen_max", SB_SET_INT, F(presence_last_seen_max), "1000000", 0, 100000000, NULL,
+     "offline users nobody watches whose last-seen time is kept; the longest idle are forgotten "
+     "first"},
     {0},
 };

@@ -54,6 +54,9 @@ struct sb_settings {
     bool webhook_body;
     uint64_t webhook_body_max;
     char *webhook_secret;
+    int64_t presence_grace_ms;
+    int64_t presence_max_subscriptions;
+    int64_t presence_last_seen_max;
 };
 
 extern const struct sb_setting sb_settings_table[];
