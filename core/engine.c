@@ -228,6 +228,7 @@ struct sb_conn *sb_worker_connect(struct sb_worker *w, unsigned client, const st
 }
 
 static void *worker_main(void *arg);
+static void mailbox_free(struct sb_worker *w);
 
 int sb_engine_start(struct sb_engine *e)
 {
@@ -272,6 +273,16 @@ void sb_engine_wait(struct sb_engine *e)
     for (unsigned i = 0; i < e->nworkers; i++)
         pthread_join(e->workers[i].thread, NULL);
     e->running = false;
+    uint64_t lost = 0;
+    for (unsigned i = 0; i < e->nworkers; i++) {
+        struct sb_worker *w = &e->workers[i];
+        for (unsigned k = 0; w->rings && k < e->nworkers; k++)
+            lost += ck_ring_size(&w->rings[k]);
+        mailbox_free(w);
+    }
+    if (lost)
+        sb_log(SB_LOG_WARN, 0, "%llu messages between workers were not run at shutdown",
+               (unsigned long long)lost);
 }
 
 void sb_engine_free(struct sb_engine *e)
@@ -434,11 +445,15 @@ int sb_worker_post(struct sb_worker *from, unsigned to, sb_mail_cb fn, void *arg
     struct sb_worker *target = &from->e->workers[to];
     struct sb_mail m = {fn, arg};
     struct sb_overflow *o = &from->overflow[to];
+    /* Counted before it can run, so the count never dips below what is really in flight. */
+    atomic_fetch_add(&from->e->mail_inflight, 1);
     /* Order is kept: once anything overflowed, later mail queues behind it. */
     if (o->count || !ring_push(from, target, &m)) {
         int r = overflow_push(o, &m);
-        if (r < 0)
+        if (r < 0) {
+            atomic_fetch_sub(&from->e->mail_inflight, 1);
             return r;
+        }
     }
     from->wake_mask[to / 64] |= 1ull << (to % 64);
     return 0;
@@ -478,8 +493,14 @@ static bool mailbox_drain(struct sb_worker *w)
         /* Only what is there now: mail posted meanwhile (a handler re-posting itself, say)
          * waits for the next iteration, so the loop always gets back to the kernel. */
         unsigned n = ck_ring_size(&w->rings[i]);
+        if (n && w->quiet) {
+            /* Mail may bring work (a connection moving in): not quiet while it runs. */
+            w->quiet = false;
+            atomic_fetch_sub(&w->e->quiet, 1);
+        }
         while (n-- && ck_ring_dequeue_spsc_sb_mail(&w->rings[i], w->ring_bufs[i], &m)) {
             m.fn(w, m.arg);
+            atomic_fetch_sub(&w->e->mail_inflight, 1);
             any = true;
         }
     }
@@ -718,6 +739,26 @@ static int next_timeout(struct sb_worker *w)
     return t;
 }
 
+/*
+ * A stopping worker with no connections left stays until every worker is in that state and no
+ * mail is on its way anywhere: until then a peer closing its last connections may still post
+ * to it (and its mailboxes must exist; they are freed after every worker has left). In flight
+ * is read first: mail that ran (and un-quieted its worker) is no longer counted.
+ */
+static bool worker_may_leave(struct sb_worker *w)
+{
+    struct sb_engine *e = w->e;
+    bool done = w->stopping && atomic_load(&w->nconns) == 0 && listeners_closed(w);
+    if (done != w->quiet) {
+        w->quiet = done;
+        if (done)
+            atomic_fetch_add(&e->quiet, 1);
+        else
+            atomic_fetch_sub(&e->quiet, 1);
+    }
+    return done && atomic_load(&e->mail_inflight) == 0 && atomic_load(&e->quiet) == e->nworkers;
+}
+
 static void worker_loop(struct sb_worker *w)
 {
     rearm_accepts(w);
@@ -736,7 +777,7 @@ static void worker_loop(struct sb_worker *w)
         }
         run_pending(w);
         mailbox_send_wakes(w);
-        if (w->stopping && atomic_load(&w->nconns) == 0 && listeners_closed(w))
+        if (worker_may_leave(w))
             break;
         int timeout = next_timeout(w);
         atomic_store(&w->sleeping, 1);
@@ -784,7 +825,6 @@ static void *worker_main(void *arg)
     if (atomic_load(&e->start_err) == 0)
         worker_loop(w);
     sb__io_exit(w);
-    mailbox_free(w);
     sb__conn_free_pools(w);
     return NULL;
 }

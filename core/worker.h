@@ -130,6 +130,7 @@ struct sb_worker {
     uint64_t efd_val;
     atomic_int sleeping; /* set while blocked in the kernel; see mailbox wake protocol */
     bool stopping;
+    bool quiet; /* counted in e->quiet */
     uint64_t stop_deadline_ms;
     uint64_t now_ms;
 
@@ -178,7 +179,9 @@ struct sb_engine {
     unsigned nlisteners;
     atomic_int stopping;
     atomic_uint_fast64_t nconns;
-    atomic_uint *ip_counts; /* SB_IP_SLOTS counters, with max_connections_per_ip */
+    atomic_uint_fast64_t mail_inflight; /* posted, not yet run: workers leave only at 0 */
+    atomic_uint quiet;                  /* workers stopped with nothing left of their own */
+    atomic_uint *ip_counts;             /* SB_IP_SLOTS counters, with max_connections_per_ip */
     pthread_barrier_t started;
     bool has_barrier; /* started is initialised (sb_engine_start ran) */
     atomic_int start_err;
