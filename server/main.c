@@ -12,6 +12,7 @@
 
 #include "core/engine.h"
 #include "core/log.h"
+#include "core/tls.h"
 #include "server/auth.h"
 #include "server/chat.h"
 #include "server/gateway.h"
@@ -106,6 +107,50 @@ static int init_auth(const struct sb_settings *st, struct sb_auth *auth)
 }
 
 /*
+ * Adds the TLS listener when tls_listen is set: the same HTTP and WebSocket service behind the
+ * TLS transport. Main thread, before the engine starts. Returns 0 (*out stays NULL when TLS is
+ * off) or -errno (logged).
+ */
+static int listen_tls(const struct sb_settings *st, struct sb_engine *e, struct sb_tls **out,
+                      char *addr, size_t addrlen)
+{
+    char host[256], err[512];
+    unsigned port, bound;
+    *out = NULL;
+    if (!*st->tls_listen)
+        return 0;
+    if (split_hostport(st->tls_listen, host, sizeof(host), &port) < 0) {
+        sb_log(SB_LOG_ERROR, 0, "tls_listen: \"%s\" is not HOST:PORT", st->tls_listen);
+        return -EINVAL;
+    }
+    struct sb_tls_config tc = {.cert_file = st->tls_cert,
+                               .key_file = st->tls_key,
+                               .sni_file = st->tls_sni_file,
+                               .min_version = st->tls_min_version == 1 ? 13 : 12,
+                               .ticket_rotate_s = (unsigned)st->tls_ticket_rotate_s};
+    struct sb_tls *tls;
+    int r = sb_tls_create(&tc, sb_engine_workers(e), &tls, err, sizeof(err));
+    if (r < 0) {
+        sb_log(SB_LOG_ERROR, r, "TLS: %s", err);
+        return r;
+    }
+    r = sb_engine_listen(e, host, port, &sb_gateway_ops, &bound);
+    if (r == 0)
+        r = sb_engine_set_transport(e, bound, sb_tls_transport(tls));
+    if (r < 0) {
+        sb_log(SB_LOG_ERROR, r, "cannot listen on %s", st->tls_listen);
+        sb_tls_free(tls);
+        return r;
+    }
+    if (strchr(host, ':'))
+        snprintf(addr, addrlen, ", TLS on [%s]:%u", host, bound);
+    else
+        snprintf(addr, addrlen, ", TLS on %s:%u", *host ? host : "0.0.0.0", bound);
+    *out = tls;
+    return 0;
+}
+
+/*
  * Opens the history store and rebuilds every conversation from it, then rewrites the logs for
  * today's worker count. Main thread, before the workers run. Returns 0 or -errno (logged).
  */
@@ -148,6 +193,21 @@ static void close_history(struct sb_store *store)
 {
     sb_store_close(store);
     sb_chat_free();
+}
+
+/* SIGHUP: new TLS connections get the certificates as the files now are; open ones go on. */
+static void reload_tls(struct sb_tls *tls)
+{
+    char err[512];
+    if (!tls) {
+        sb_log(SB_LOG_INFO, 0, "SIGHUP: nothing to reload (no TLS listener)");
+        return;
+    }
+    int r = sb_tls_reload(tls, err, sizeof(err));
+    if (r < 0)
+        sb_log(SB_LOG_WARN, r, "SIGHUP: TLS certificates not reloaded, the old ones stay: %s", err);
+    else
+        sb_log(SB_LOG_INFO, 0, "SIGHUP: TLS certificates reloaded");
 }
 
 static int serve(const struct sb_settings *st)
@@ -228,16 +288,25 @@ static int serve(const struct sb_settings *st)
         sb_metrics_free();
         return 1;
     }
+    struct sb_tls *tls = NULL;
+    char tls_addr[300] = "";
+    if (listen_tls(st, e, &tls, tls_addr, sizeof(tls_addr)) < 0) {
+        sb_engine_free(e);
+        sb_metrics_free();
+        return 1;
+    }
     /* After the listen: a server that cannot run leaves the data directory alone. */
     struct sb_store *store = NULL;
     if (load_history(st, e, &store) < 0) {
         sb_engine_free(e);
+        sb_tls_free(tls);
         sb_metrics_free();
         return 1;
     }
     r = sb_engine_start(e);
     if (r < 0) {
         sb_engine_free(e);
+        sb_tls_free(tls);
         close_history(store);
         sb_metrics_free();
         return 1;
@@ -247,13 +316,13 @@ static int serve(const struct sb_settings *st)
         snprintf(addr, sizeof(addr), "[%s]:%u", host, bound);
     else
         snprintf(addr, sizeof(addr), "%s:%u", *host ? host : "0.0.0.0", bound);
-    sb_log(SB_LOG_INFO, 0, "listening on %s (workers=%u%s)", addr, sb_engine_workers(e),
-           st->echo ? ", echo at /echo" : "");
+    sb_log(SB_LOG_INFO, 0, "listening on %s (workers=%u%s%s)", addr, sb_engine_workers(e),
+           st->echo ? ", echo at /echo" : "", tls_addr);
     for (;;) {
         siginfo_t si;
         int sig = sigwaitinfo(&sigs, &si);
         if (sig == SIGHUP) {
-            sb_log(SB_LOG_INFO, 0, "SIGHUP: nothing to reload yet");
+            reload_tls(tls);
             continue;
         }
         if (sig == SIGINT || sig == SIGTERM) {
@@ -265,6 +334,7 @@ static int serve(const struct sb_settings *st)
     sb_engine_stop(e);
     sb_engine_wait(e);
     sb_engine_free(e);
+    sb_tls_free(tls);
     close_history(store);
     sb_metrics_free();
     sb_log(SB_LOG_INFO, 0, "stopped");

@@ -38,7 +38,13 @@ struct sb_settings {
     char *data_dir;
     int fsync; /* enum sb_store_fsync */
     uint64_t compact_min_size;
-    int metrics; /* enum sb_metrics_access */
+    int metrics;      /* enum sb_metrics_access */
+    char *tls_listen; /* host:port for HTTPS and wss://; empty = off */
+    char *tls_cert;
+    char *tls_key;
+    char *tls_sni_file;
+    int tls_min_version; /* 0 = TLS 1.2, 1 = TLS 1.3 */
+    int64_t tls_ticket_rotate_s;
 };
 
 extern const struct sb_setting sb_settings_table[];
