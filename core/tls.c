@@ -24,6 +24,7 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "core/log.h"
 
@@ -303,7 +304,8 @@ static SSL_CTX *ctx_new(struct tls_gen *g, const char *cert, const char *key, ch
     }
     if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
         *res = file_error("certificate", cert, err, errlen);
-    } else if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
+    } else if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 &&
+               ERR_GET_REASON(ERR_peek_last_error()) != X509_R_KEY_VALUES_MISMATCH) {
         *res = file_error("private key", key, err, errlen);
     } else if (SSL_CTX_check_private_key(ctx) != 1) {
         ERR_clear_error();

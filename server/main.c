@@ -131,7 +131,7 @@ static int listen_tls(const struct sb_settings *st, struct sb_engine *e, struct 
     struct sb_tls *tls;
     int r = sb_tls_create(&tc, sb_engine_workers(e), &tls, err, sizeof(err));
     if (r < 0) {
-        sb_log(SB_LOG_ERROR, r, "TLS: %s", err);
+        sb_log(SB_LOG_ERROR, 0, "TLS: %s", err);
         return r;
     }
     r = sb_engine_listen(e, host, port, &sb_gateway_ops, &bound);
@@ -205,7 +205,7 @@ static void reload_tls(struct sb_tls *tls)
     }
     int r = sb_tls_reload(tls, err, sizeof(err));
     if (r < 0)
-        sb_log(SB_LOG_WARN, r, "SIGHUP: TLS certificates not reloaded, the old ones stay: %s", err);
+        sb_log(SB_LOG_WARN, 0, "SIGHUP: TLS certificates not reloaded, the old ones stay: %s", err);
     else
         sb_log(SB_LOG_INFO, 0, "SIGHUP: TLS certificates reloaded");
 }
