@@ -455,6 +455,11 @@ static int tls_open(struct sb_conn *c, void **state)
         return -ENOMEM;
     }
     SSL_set_accept_state(tc->ssl);
+#ifdef OPENSSL_IS_BORINGSSL
+    /* BoringSSL alone can drop the handshake configuration once the handshake is over, a saving
+     * on every idle connection; OpenSSL has no equivalent and keeps it. */
+    SSL_set_shed_handshake_config(tc->ssl, 1);
+#endif
     *state = tc;
     return 0;
 }
