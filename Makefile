@@ -3,7 +3,7 @@ PRESET ?= release
 BUILD := build/$(PRESET)
 ARGS ?=
 
-.PHONY: all setup build run test test-fast bench format clean
+.PHONY: all setup build run test test-openssl test-fast bench format clean
 
 all: build
 
@@ -28,6 +28,14 @@ test: setup
 	SWITCHBOARD_IO_MODE=compat ctest --preset release -L 'unit|integration' -j2
 	$(MAKE) build PRESET=asan
 	ctest --preset asan -j2
+	$(MAKE) test-openssl
+
+# The same code on OpenSSL 3 instead of BoringSSL (-DSB_TLS=openssl): the unit tests and the
+# suites that go through the TLS or crypto code (under a minute).
+test-openssl: setup
+	$(MAKE) build PRESET=openssl
+	ctest --preset openssl -j2 -L unit
+	ctest --preset openssl -j2 -R 'integration\.(test_tls|test_chat|node\.tls)$$'
 
 # Unit and integration tests on the release build only.
 test-fast: build
