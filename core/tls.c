@@ -297,7 +297,8 @@ static SSL_CTX *ctx_new(struct tls_gen *g, const char *cert, const char *key, ch
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     if (t->ticket_rotate_s) {
         SSL_CTX_set_tlsext_ticket_key_cb(ctx, ticket_cb);
-        SSL_CTX_set_timeout(ctx, (long)t->ticket_rotate_s);
+        /* A ticket opens while its key is current or the one before: up to two periods. */
+        SSL_CTX_set_timeout(ctx, 2 * (long)t->ticket_rotate_s);
     } else {
         SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
         SSL_CTX_set_num_tickets(ctx, 0);

@@ -349,6 +349,37 @@ class Tls13OnlyTest(TlsServerCase):
             self.assertFalse(s.session_reused)
 
 
+class TicketRotationTest(TlsServerCase):
+    extra_settings = {"tls_ticket_rotate_s": 2}
+
+    def test_tickets_survive_one_rotation_not_two(self):
+        # Lifetimes count in whole seconds in the libraries: 2 s periods leave a margin.
+        ctx = client_ctx(version=ssl.TLSVersion.TLSv1_2)  # one ticket per handshake
+
+        def ticket():
+            with tls_connect(self.tls_port, ctx) as s:
+                self.assertEqual(http_get(s)[0], 200)
+                return s.session
+
+        def resumes(session):
+            with tls_connect(self.tls_port, ctx, session=session) as s:
+                self.assertEqual(http_get(s)[0], 200)
+                return s.session_reused
+
+        self.assertTrue(resumes(ticket()))
+        time.sleep(2.2)
+        old = ticket()  # rotates first: sealed with a key at most a moment old
+        time.sleep(2.2)
+        # Its key is the previous one now: still accepted (and the ticket renewed).
+        self.assertTrue(resumes(old))
+        fresh = ticket()
+        time.sleep(2.2)
+        ticket()  # rotates: fresh's key is the previous one
+        time.sleep(2.2)
+        ticket()  # rotates again: fresh's key is gone
+        self.assertFalse(resumes(fresh))
+
+
 class StartupTest(unittest.TestCase):
     def test_bad_files_stop_the_start(self):
         if not sbtest.SB_BIN:
