@@ -266,7 +266,7 @@ class WssTest(TlsServerCase):
         with self.assertRaises((ssl.SSLError, ConnectionResetError, OSError)):
             tls_connect(self.port, client_ctx()).close()
         self.assertLess(time.monotonic() - t0, 5)
-        self.wait_log(r"c[0-9a-f]+: TLS handshake on a plaintext port; closed")
+        self.wait_log(r"c[0-9a-f]+: TLS handshake on a plaintext port; answered 400")
 
     def test_garbage_and_stalled_handshakes_close_cleanly(self):
         # A record header of a handshake, then junk: an alert and a close, one log line.
