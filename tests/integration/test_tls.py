@@ -302,6 +302,39 @@ class WssTest(TlsServerCase):
         self.wait_log(r"no complete request within 1000 ms")
 
 
+class LoadgenTlsTest(TlsServerCase):
+    """switchboard-loadgen --tls against the TLS port: verified, refused, and --insecure."""
+
+    def loadgen(self, *args):
+        lg = os.path.join(os.path.dirname(sbtest.SB_BIN), "switchboard-loadgen")
+        if not os.access(lg, os.X_OK):
+            self.skipTest("no switchboard-loadgen next to SB_BIN")
+        out_json = os.path.join(CERTS["root"], f"lg-{os.getpid()}.json")
+        cmd = [lg, *args, "--threads", "1", "--quiet", "--json", out_json]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        with open(out_json) as f:
+            return r, json.load(f)
+
+    def test_echo_verified(self):
+        r, rep = self.loadgen("echo", "--target", f"127.0.0.1:{self.tls_port}", "--tls", "--ca",
+                              os.path.join(CERTS["a"], "ca.pem"), "--connections", "20",
+                              "--pipeline", "4", "--size", "300", "--duration", "1")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        text = json.dumps(rep)
+        self.assertIn('"established": 20', text)
+        self.assertIn('"mismatched": 0', text)
+
+    def test_refused_without_the_ca_unless_insecure(self):
+        target = ["--target", f"localhost:{self.tls_port}", "--connections", "3",
+                  "--duration", "0.2"]
+        r, _ = self.loadgen("hold", *target, "--tls", "--ca", os.path.join(CERTS["b"], "ca.pem"))
+        self.assertNotEqual(r.returncode, 0)
+        self.assertRegex(r.stderr, "CERTIFICATE_VERIFY_FAILED|certificate verify failed")
+        r, rep = self.loadgen("hold", *target, "--tls", "--insecure")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn('"established": 3', json.dumps(rep))
+
+
 class ReloadTest(TlsServerCase):
     def test_sighup_serves_new_certificate_and_keeps_old_connections(self):
         async def run():
