@@ -64,7 +64,7 @@ struct tls_worker {
 struct tls_conn {
     SSL *ssl;
     bool fed;   /* bytes have arrived: the first ones tell TLS from plaintext */
-    bool ended; /* failed or closed: the library is not called again */
+    bool ended; /* failed: the library is not called again */
 };
 
 struct sb_tls {
@@ -527,8 +527,8 @@ static int tls_feed(struct sb_conn *c, struct tls_conn *tc, struct tls_worker *t
         int e = SSL_get_error(ssl, n);
         if (e == SSL_ERROR_WANT_READ)
             return 0;
-        if (e == SSL_ERROR_ZERO_RETURN) { /* close_notify: the peer is done */
-            tc->ended = true;
+        if (e == SSL_ERROR_ZERO_RETURN) {
+            /* close_notify: the peer sends no more, but replies queued so far still go out. */
             sb_conn_close_after_flush(c);
             return 0;
         }

@@ -248,6 +248,36 @@ class WssTest(TlsServerCase):
         with tls_connect(self.tls_port, client_ctx()) as s:
             self.assertEqual(http_get(s)[0], 200)
 
+    def test_request_then_close_notify_still_gets_its_answer(self):
+        # One write holds the request and the client's close_notify (a half-close in TLS).
+        inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = client_ctx().wrap_bio(inc, out, server_hostname="localhost")
+        with socket.create_connection((sbtest.HOST, self.tls_port), timeout=TIMEOUT) as s:
+            while True:
+                try:
+                    obj.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    s.sendall(out.read())
+                    data = s.recv(65536)
+                    self.assertTrue(data, "closed during the handshake")
+                    inc.write(data)
+            obj.write(b"GET /api/health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            try:
+                obj.unwrap()
+            except ssl.SSLWantReadError:
+                pass
+            s.sendall(out.read())
+            while chunk := s.recv(65536):
+                inc.write(chunk)
+        answer = b""
+        try:
+            while chunk := obj.read(65536):
+                answer += chunk
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError, ssl.SSLWantReadError):
+            pass
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer)
+
     def test_plaintext_to_the_tls_port(self):
         with socket.create_connection((sbtest.HOST, self.tls_port), timeout=TIMEOUT) as s:
             s.sendall(b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n")
