@@ -3,7 +3,7 @@ PRESET ?= release
 BUILD := build/$(PRESET)
 ARGS ?=
 
-.PHONY: all setup build run test test-openssl test-fast bench format clean
+.PHONY: all setup build run run-tls test test-openssl test-fast bench format clean
 
 all: build
 
@@ -19,6 +19,13 @@ build: setup $(BUILD)/build.ninja
 # Starts a standalone server with the default configuration (see docs/operations.md).
 run: build
 	$(BUILD)/switchboard serve $(ARGS)
+
+# The same with HTTPS/wss:// on 127.0.0.1:8443, certificate from tools/dev-cert (trust
+# build/dev-cert/ca.pem in the client; see "TLS" in docs/operations.md).
+run-tls: build
+	tools/dev-cert build/dev-cert
+	$(BUILD)/switchboard serve --tls-listen 127.0.0.1:8443 --tls-cert build/dev-cert/server.pem \
+		--tls-key build/dev-cert/server.key $(ARGS)
 
 # The whole suite: unit + integration on the full io_uring feature set, again with the Linux 5.15
 # feature set forced, then everything (with a short fuzz run) under ASan+UBSan.
