@@ -58,6 +58,7 @@ struct tls_worker {
     const uint8_t *in; /* the receive being fed to the library */
     size_t in_len;
     int write_err;             /* -ENOMEM from the output queue */
+    int peer_alert;            /* a plaintext alert at the start of this receive, or -1 */
     uint8_t plain[TLS_RECORD]; /* decrypted bytes for the app; plaintext to seal */
 };
 
@@ -482,6 +483,42 @@ static void refuse_plaintext(struct sb_conn *c, struct tls_conn *tc)
 }
 
 /* A fatal TLS error: the alert the library queued goes out, then the connection closes. */
+/*
+ * The alert description of a plaintext alert record at the start of data, or -1. OpenSSL-based
+ * clients that reject the certificate in TLS 1.3 send their alert unencrypted, which BoringSSL
+ * then reports only as a record it could not decrypt.
+ */
+static int plaintext_alert(const uint8_t *data, size_t len)
+{
+    return len >= 7 && data[0] == 21 && data[1] == 3 && data[3] == 0 && data[4] == 2 ? data[6] : -1;
+}
+
+static const char *alert_name(int desc)
+{
+    switch (desc) {
+    case 40:
+        return "handshake_failure";
+    case 42:
+        return "bad_certificate";
+    case 44:
+        return "certificate_revoked";
+    case 45:
+        return "certificate_expired";
+    case 46:
+        return "certificate_unknown";
+    case 48:
+        return "unknown_ca";
+    case 70:
+        return "protocol_version";
+    case 112:
+        return "unrecognized_name";
+    case 120:
+        return "no_application_protocol";
+    default:
+        return "alert";
+    }
+}
+
 static int tls_fail(struct sb_conn *c, struct tls_conn *tc, struct tls_worker *tw, int ssl_err)
 {
     char reason[160];
@@ -489,6 +526,9 @@ static int tls_fail(struct sb_conn *c, struct tls_conn *tc, struct tls_worker *t
     if (tw->write_err)
         return tw->write_err;
     ssl_reason(reason, sizeof(reason));
+    if (tw->peer_alert >= 0)
+        snprintf(reason, sizeof(reason), "the client sent alert %d (%s)", tw->peer_alert,
+                 alert_name(tw->peer_alert));
     sb_log(SB_LOG_INFO, 0, "c%llx: TLS %s failed: %s; closed", (unsigned long long)sb_conn_id(c),
            SSL_is_init_finished(tc->ssl) ? "connection" : "handshake",
            ssl_err == SSL_ERROR_SYSCALL ? "unexpected end of data" : reason);
@@ -553,6 +593,7 @@ static int tls_recv(struct sb_conn *c, void *state, uint8_t *data, size_t len)
     struct tls_worker *tw = bind_worker(tls_of(c), c, tc->ssl);
     tw->in = data;
     tw->in_len = len;
+    tw->peer_alert = SSL_is_init_finished(tc->ssl) ? -1 : plaintext_alert(data, len);
     int r = tls_feed(c, tc, tw);
     /* After a failure the rest of the bytes are of no use; otherwise all were consumed. */
     assert(tw->in_len == 0 || tc->ended || sb_conn_is_closing(c));
