@@ -3,7 +3,7 @@ PRESET ?= release
 BUILD := build/$(PRESET)
 ARGS ?=
 
-.PHONY: all setup build run test test-fast bench format clean
+.PHONY: all setup build run run-tls test test-openssl test-fast bench format clean
 
 all: build
 
@@ -20,6 +20,13 @@ build: setup $(BUILD)/build.ninja
 run: build
 	$(BUILD)/switchboard serve $(ARGS)
 
+# The same with HTTPS/wss:// on 127.0.0.1:8443, certificate from tools/dev-cert (trust
+# build/dev-cert/ca.pem in the client; see "TLS" in docs/operations.md).
+run-tls: build
+	tools/dev-cert build/dev-cert
+	$(BUILD)/switchboard serve --tls-listen 127.0.0.1:8443 --tls-cert build/dev-cert/server.pem \
+		--tls-key build/dev-cert/server.key $(ARGS)
+
 # The whole suite: unit + integration on the full io_uring feature set, again with the Linux 5.15
 # feature set forced, then everything (with a short fuzz run) under ASan+UBSan.
 test: setup
@@ -28,6 +35,14 @@ test: setup
 	SWITCHBOARD_IO_MODE=compat ctest --preset release -L 'unit|integration' -j2
 	$(MAKE) build PRESET=asan
 	ctest --preset asan -j2
+	$(MAKE) test-openssl
+
+# The same code on OpenSSL 3 instead of BoringSSL (-DSB_TLS=openssl): the unit tests and the
+# suites that go through the TLS or crypto code (under a minute).
+test-openssl: setup
+	$(MAKE) build PRESET=openssl
+	ctest --preset openssl -j2 -L unit
+	ctest --preset openssl -j2 -R 'integration\.(test_tls|test_chat|node\.tls)$$'
 
 # Unit and integration tests on the release build only.
 test-fast: build

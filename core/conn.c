@@ -462,8 +462,40 @@ int sb_conn_write(struct sb_conn *c, const void *data, size_t len)
 
 int sb_conn_write_wire(struct sb_conn *c, const void *data, size_t len)
 {
-    assert(c->flags & SB_CF_SEALING);
-    return sb_conn_write(c, data, len);
+    if ((c->flags & SB_CF_SEALING) || !c->unsealed) {
+        /* With no application bytes waiting, wire bytes simply go at the tail. */
+        uint16_t sealing = c->flags & SB_CF_SEALING;
+        c->flags |= SB_CF_SEALING;
+        int r = sb_conn_write(c, data, len);
+        c->flags = (uint16_t)((c->flags & ~SB_CF_SEALING) | sealing);
+        return r;
+    }
+    /* From the recv hook with application bytes queued and not sealed yet: the transport made
+     * these wire bytes first (a TLS handshake or key update record), so they go out before the
+     * application bytes, which are sealed after them. */
+    struct sb_chunk *ch = sb_chunk_new(c->w, len);
+    struct sb_qnode *n = ch ? qnode_get(c->w) : NULL;
+    if (!n) {
+        if (ch)
+            sb_chunk_unref(c->w, ch);
+        return -ENOMEM;
+    }
+    memcpy(ch->data, data, len);
+    ch->len = (uint32_t)len;
+    *n = (struct sb_qnode){.next = c->unsealed, .ch = ch, .off = 0, .len = (uint32_t)len};
+    struct sb_qnode **link = &c->out_head;
+    while (*link != c->unsealed)
+        link = &(*link)->next;
+    *link = n;
+    c->out_bytes += len;
+    if (!(c->flags & SB_CF_SEND))
+        want_flush(c);
+    return 0;
+}
+
+const struct sb_transport *sb_conn_transport(const struct sb_conn *c)
+{
+    return c->ls->tp;
 }
 
 int sb_conn_send_chunk(struct sb_conn *c, struct sb_chunk *ch)

@@ -95,8 +95,13 @@ struct sb_transport {
 /* For transports: hands application bytes to on_data (from the recv hook only). */
 void sb_conn_deliver(struct sb_conn *c, uint8_t *data, size_t len);
 
-/* For transports: queues wire bytes (from the seal hook only). Returns 0 or -ENOMEM. */
+/* For transports: queues wire bytes, from the seal hook (after what was sealed before) or from
+ * the recv hook (ahead of application bytes not sealed yet). Returns 0 or -ENOMEM. */
 int sb_conn_write_wire(struct sb_conn *c, const void *data, size_t len);
+
+/* The transport of the connection's listener (NULL: plain TCP), so hooks can find their own
+ * state: embed struct sb_transport in it. */
+const struct sb_transport *sb_conn_transport(const struct sb_conn *c);
 
 /*
  * Creates an engine (probes io_uring features; logs the result). Returns 0 or -errno:

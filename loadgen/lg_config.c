@@ -70,6 +70,12 @@ static const struct lg_option lg_options[] = {
     {"io-mode", LG_M_ALL, OPT_IO_MODE, 0, 0, 0, "auto|compat", "$SWITCHBOARD_IO_MODE or auto",
      "compat: the Linux 5.15 feature set (plain recv, no buffer ring)"},
     {"quiet", LG_M_ALL, OPT_FLAG, OFF(quiet), 0, 0, NULL, NULL, "no progress lines on stderr"},
+    {"tls", LG_M_ALL, OPT_FLAG, OFF(tls), 0, 0, NULL, NULL,
+     "wss://: TLS to the target, its certificate verified (--ca, --insecure)"},
+    {"ca", LG_M_ALL, OPT_FILE, OFF(tls_ca), 0, 0, "FILE", "the system's CAs",
+     "with --tls: PEM file of the CA certificates to verify the server with"},
+    {"insecure", LG_M_ALL, OPT_FLAG, OFF(tls_insecure), 0, 0, NULL, NULL,
+     "with --tls: do not verify the server certificate"},
 };
 
 #define NOPTIONS (sizeof(lg_options) / sizeof(lg_options[0]))

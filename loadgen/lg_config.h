@@ -44,6 +44,9 @@ struct lg_config {
     char json_path[LG_PATH_MAX];
     bool quiet;
     bool compat_io; /* the Linux 5.15 feature set: plain recv, no buffer ring, no DEFER_TASKRUN */
+    bool tls;       /* wss:// (lg_tls.h) */
+    bool tls_insecure; /* do not verify the server certificate */
+    char tls_ca[LG_PATH_MAX];
 };
 
 /* Returns the mode's name ("hold"), or NULL for an invalid mode. */

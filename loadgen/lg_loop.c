@@ -1,4 +1,5 @@
 #include "loadgen/lg_loop.h"
+#include "loadgen/lg_tls.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -836,7 +837,7 @@ static int init_worker(struct lg_worker *w, const struct lg_config *cfg, uint64_
 {
     w->cfg = cfg;
     w->scn = lg_scenario_for(cfg->mode);
-    w->proto = &lg_proto_ws;
+    w->proto = lg_tls_proto(cfg);
     w->nconns = n;
     w->share = (double)n / (double)cfg->connections;
     if (cfg->connect_rate > 0 && n > 0)

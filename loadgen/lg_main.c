@@ -9,6 +9,7 @@
 #include "loadgen/lg_loop.h"
 #include "loadgen/lg_proc.h"
 #include "loadgen/lg_report.h"
+#include "loadgen/lg_tls.h"
 
 static volatile sig_atomic_t sigint_count;
 
@@ -41,7 +42,7 @@ int main(int argc, char **argv)
     if (r != 0)
         return r > 0 ? 0 : 2;
     struct lg_plan plan;
-    if (lg_proc_plan(&cfg, &plan) < 0)
+    if (lg_proc_plan(&cfg, &plan) < 0 || lg_tls_init(&cfg) < 0)
         return 2;
     install_signals();
     if (!cfg.quiet)

@@ -308,6 +308,13 @@ static size_t http_input(struct sb_conn *c, const uint8_t *data, size_t len)
         respond_error(c, 505, NULL, "HTTP version not supported");
         return len;
     default:
+        if (r < 0 && data[0] == 0x16) {
+            /* A TLS handshake record: say so in the log; the client sees a bad record. */
+            sb_log(SB_LOG_INFO, 0, "c%llx: TLS handshake on a plaintext port; answered 400",
+                   (unsigned long long)sb_conn_id(c));
+            respond_error(c, 400, NULL, "this port speaks plain HTTP, not TLS");
+            return len;
+        }
         if (r < 0) {
             respond_error(c, 400, NULL, "malformed request");
             return len;

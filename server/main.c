@@ -12,6 +12,7 @@
 
 #include "core/engine.h"
 #include "core/log.h"
+#include "core/tls.h"
 #include "server/auth.h"
 #include "server/chat.h"
 #include "server/gateway.h"
@@ -108,6 +109,50 @@ static int init_auth(const struct sb_settings *st, struct sb_auth *auth)
 }
 
 /*
+ * Adds the TLS listener when tls_listen is set: the same HTTP and WebSocket service behind the
+ * TLS transport. Main thread, before the engine starts. Returns 0 (*out stays NULL when TLS is
+ * off) or -errno (logged).
+ */
+static int listen_tls(const struct sb_settings *st, struct sb_engine *e, struct sb_tls **out,
+                      char *addr, size_t addrlen)
+{
+    char host[256], err[512];
+    unsigned port, bound;
+    *out = NULL;
+    if (!*st->tls_listen)
+        return 0;
+    if (split_hostport(st->tls_listen, host, sizeof(host), &port) < 0) {
+        sb_log(SB_LOG_ERROR, 0, "tls_listen: \"%s\" is not HOST:PORT", st->tls_listen);
+        return -EINVAL;
+    }
+    struct sb_tls_config tc = {.cert_file = st->tls_cert,
+                               .key_file = st->tls_key,
+                               .sni_file = st->tls_sni_file,
+                               .min_version = st->tls_min_version == 1 ? 13 : 12,
+                               .ticket_rotate_s = (unsigned)st->tls_ticket_rotate_s};
+    struct sb_tls *tls;
+    int r = sb_tls_create(&tc, sb_engine_workers(e), &tls, err, sizeof(err));
+    if (r < 0) {
+        sb_log(SB_LOG_ERROR, 0, "TLS: %s", err);
+        return r;
+    }
+    r = sb_engine_listen(e, host, port, &sb_gateway_ops, &bound);
+    if (r == 0)
+        r = sb_engine_set_transport(e, bound, sb_tls_transport(tls));
+    if (r < 0) {
+        sb_log(SB_LOG_ERROR, r, "cannot listen on %s", st->tls_listen);
+        sb_tls_free(tls);
+        return r;
+    }
+    if (strchr(host, ':'))
+        snprintf(addr, addrlen, ", TLS on [%s]:%u", host, bound);
+    else
+        snprintf(addr, addrlen, ", TLS on %s:%u", *host ? host : "0.0.0.0", bound);
+    *out = tls;
+    return 0;
+}
+
+/*
  * Opens the history store and rebuilds every conversation from it, then rewrites the logs for
  * today's worker count. Main thread, before the workers run. Returns 0 or -errno (logged).
  */
@@ -159,6 +204,21 @@ static void close_history(struct sb_store *store)
 {
     sb_store_close(store);
     sb_chat_free();
+}
+
+/* SIGHUP: new TLS connections get the certificates as the files now are; open ones go on. */
+static void reload_tls(struct sb_tls *tls)
+{
+    char err[512];
+    if (!tls) {
+        sb_log(SB_LOG_INFO, 0, "SIGHUP: nothing to reload (no TLS listener)");
+        return;
+    }
+    int r = sb_tls_reload(tls, err, sizeof(err));
+    if (r < 0)
+        sb_log(SB_LOG_WARN, 0, "SIGHUP: TLS certificates not reloaded, the old ones stay: %s", err);
+    else
+        sb_log(SB_LOG_INFO, 0, "SIGHUP: TLS certificates reloaded");
 }
 
 static int serve(const struct sb_settings *st)
@@ -213,15 +273,18 @@ static int serve(const struct sb_settings *st)
                "no jwt_secret or jwt_keys_file: accepting tokens signed with "
                "the DEVELOPMENT secret (`switchboard token` mints them); set a "
                "secret before exposing this server");
+    /* From here on every failure goes out through `out`, whose free functions all accept what
+     * was never set up. */
+    int rc = 1;
+    struct sb_tls *tls = NULL;
+    struct sb_store *store = NULL;
+    bool started = false;
     struct sb_presence_config pc = {.workers = sb_engine_workers(e),
                                     .grace_ms = (uint64_t)st->presence_grace_ms,
                                     .max_subscriptions = (uint32_t)st->presence_max_subscriptions,
                                     .last_seen_max = (uint64_t)st->presence_last_seen_max};
-    if (sb_metrics_init(sb_engine_workers(e)) < 0 || sb_presence_init(&pc) < 0) {
-        sb_engine_free(e);
-        sb_metrics_free();
-        return 1;
-    }
+    if (sb_metrics_init(sb_engine_workers(e)) < 0 || sb_presence_init(&pc) < 0)
+        goto out;
     struct sb_webhook_config wc = {
         .url = st->webhook_url,
         .batch = (unsigned)st->webhook_batch,
@@ -233,9 +296,8 @@ static int serve(const struct sb_settings *st)
     };
     r = sb_webhook_init(e, &wc);
     if (r < 0) {
-        sb_engine_free(e);
-        sb_metrics_free();
-        return r == -ENOMEM ? 1 : 2;
+        rc = r == -ENOMEM ? 1 : 2;
+        goto out;
     }
     struct sb_gateway_config gc = {
         .engine = e,
@@ -252,55 +314,35 @@ static int serve(const struct sb_settings *st)
     };
     if (sb_gateway_init(&gc) < 0) {
         sb_log(SB_LOG_ERROR, -ENOMEM, "cannot start");
-        sb_engine_free(e);
-        sb_gateway_free();
-        sb_webhook_free();
-        sb_metrics_free();
-        return 1;
+        goto out;
     }
     unsigned bound;
     r = sb_engine_listen(e, host, port, &sb_gateway_ops, &bound);
     if (r < 0) {
         sb_log(SB_LOG_ERROR, r, "cannot listen on %s", st->listen);
-        sb_engine_free(e);
-        sb_gateway_free();
-        sb_webhook_free();
-        sb_presence_free();
-        sb_metrics_free();
-        return 1;
+        goto out;
     }
+    char tls_addr[300] = "";
+    if (listen_tls(st, e, &tls, tls_addr, sizeof(tls_addr)) < 0)
+        goto out;
     /* After the listen: a server that cannot run leaves the data directory alone. */
-    struct sb_store *store = NULL;
-    if (load_history(st, e, &store) < 0) {
-        sb_engine_free(e);
-        sb_gateway_free();
-        sb_webhook_free();
-        sb_presence_free();
-        sb_metrics_free();
-        return 1;
-    }
-    r = sb_engine_start(e);
-    if (r < 0) {
-        sb_engine_free(e);
-        close_history(store);
-        sb_gateway_free();
-        sb_webhook_free();
-        sb_presence_free();
-        sb_metrics_free();
-        return 1;
-    }
+    if (load_history(st, e, &store) < 0)
+        goto out;
+    if (sb_engine_start(e) < 0)
+        goto out;
+    started = true;
     char addr[300];
     if (strchr(host, ':'))
         snprintf(addr, sizeof(addr), "[%s]:%u", host, bound);
     else
         snprintf(addr, sizeof(addr), "%s:%u", *host ? host : "0.0.0.0", bound);
-    sb_log(SB_LOG_INFO, 0, "listening on %s (workers=%u%s)", addr, sb_engine_workers(e),
-           st->echo ? ", echo at /echo" : "");
+    sb_log(SB_LOG_INFO, 0, "listening on %s (workers=%u%s%s)", addr, sb_engine_workers(e),
+           st->echo ? ", echo at /echo" : "", tls_addr);
     for (;;) {
         siginfo_t si;
         int sig = sigwaitinfo(&sigs, &si);
         if (sig == SIGHUP) {
-            sb_log(SB_LOG_INFO, 0, "SIGHUP: nothing to reload yet");
+            reload_tls(tls);
             continue;
         }
         if (sig == SIGINT || sig == SIGTERM) {
@@ -313,14 +355,19 @@ static int serve(const struct sb_settings *st)
     sb_presence_stop();
     sb_engine_stop(e);
     sb_engine_wait(e);
+    rc = 0;
+out:
     sb_engine_free(e);
-    close_history(store);
+    sb_tls_free(tls);
+    if (store)
+        close_history(store); /* the store first: its batches reference the chat's entries */
     sb_gateway_free();
     sb_webhook_free();
     sb_presence_free();
     sb_metrics_free();
-    sb_log(SB_LOG_INFO, 0, "stopped");
-    return 0;
+    if (started)
+        sb_log(SB_LOG_INFO, 0, "stopped");
+    return rc;
 }
 
 /* "90", "90s", "15m", "24h", "7d" -> seconds; -1 when malformed. */

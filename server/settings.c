@@ -9,6 +9,7 @@ static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL}
 static const char *const fsync_modes[] = {"always", "everysec", "never", NULL};
 static const char *const metrics_access[] = {"public", "admin", "off", NULL};
 static const char *const device_policies[] = {"replace", "refuse", NULL};
+static const char *const tls_versions[] = {"1.2", "1.3", NULL};
 
 /* Bounds keep every value inside what the engine and the protocol code accept. */
 const struct sb_setting sb_settings_table[] = {
@@ -104,5 +105,17 @@ const struct sb_setting sb_settings_table[] = {
     {"presence_last_seen_max", SB_SET_INT, F(presence_last_seen_max), "1000000", 0, 100000000, NULL,
      "offline users nobody watches whose last-seen time is kept; the longest idle are forgotten "
      "first"},
+    {"tls_listen", SB_SET_STR, F(tls_listen), "", 0, 0, NULL,
+     "address and port for HTTPS and wss:// (TLS); empty = no TLS listener"},
+    {"tls_cert", SB_SET_STR, F(tls_cert), "", 0, 0, NULL,
+     "PEM file: the server certificate followed by its chain (reread on SIGHUP)"},
+    {"tls_key", SB_SET_STR, F(tls_key), "", 0, 0, NULL,
+     "PEM file: the private key of tls_cert (reread on SIGHUP)"},
+    {"tls_sni_file", SB_SET_STR, F(tls_sni_file), "", 0, 0, NULL,
+     "file of \"<hostname> <cert> <key>\" lines: more certificates chosen by SNI"},
+    {"tls_min_version", SB_SET_ENUM, F(tls_min_version), "1.2", 0, 0, tls_versions,
+     "oldest TLS version accepted: 1.2 or 1.3"},
+    {"tls_ticket_rotate_s", SB_SET_INT, F(tls_ticket_rotate_s), "3600", 0, 604800, NULL,
+     "session ticket key lifetime (tickets stay valid up to twice this); 0 = no resumption"},
     {0},
 };

@@ -57,6 +57,12 @@ struct sb_settings {
     int64_t presence_grace_ms;
     int64_t presence_max_subscriptions;
     int64_t presence_last_seen_max;
+    char *tls_listen; /* host:port for HTTPS and wss://; empty = off */
+    char *tls_cert;
+    char *tls_key;
+    char *tls_sni_file;
+    int tls_min_version; /* 0 = TLS 1.2, 1 = TLS 1.3 */
+    int64_t tls_ticket_rotate_s;
 };
 
 extern const struct sb_setting sb_settings_table[];

@@ -280,7 +280,12 @@ static int xor_recv(struct sb_conn *c, void *state, uint8_t *data, size_t len)
 {
     for (size_t i = 0; i < len; i++)
         data[i] ^= 0x20;
+    bool wire = memchr(data, '!', len) != NULL;
     sb_conn_deliver(c, data, len);
+    /* A '!' asks for a wire byte from the recv hook (as TLS writes handshake records): it must
+     * go out ahead of the reply the app has just queued, which is not sealed yet. */
+    if (wire && sb_conn_write_wire(c, "#", 1) < 0)
+        return -ENOMEM;
     return 0;
 }
 
@@ -634,6 +639,27 @@ static void test_transport(unsigned port)
     close(fd);
 }
 
+/* Wire bytes written from the recv hook overtake application bytes not sealed yet. */
+static void test_transport_wire_first(unsigned port)
+{
+    int fd = dial(port);
+    char out[] = "d!\n", line[256];
+    xor_buf(out, strlen(out));
+    put(fd, out);
+    struct pollfd p = {fd, POLLIN, 0};
+    size_t n = 0;
+    while (n + 1 < sizeof(line) && poll(&p, 1, 5000) > 0 && read(fd, line + n, 1) == 1) {
+        if (line[n] == ('\n' ^ 0x20))
+            break;
+        n++;
+    }
+    CHECK(n > 1 && line[0] == '#');
+    xor_buf(line + 1, n - 1);
+    line[n] = '\0';
+    CHECK(strstr(line + 1, ":d!") != NULL);
+    close(fd);
+}
+
 static void test_shutdown(struct sb_engine *e, unsigned port)
 {
     int fd = dial(port);
@@ -660,6 +686,7 @@ int main(void)
         unsigned port;
         struct sb_engine *e = start(mode, 1000, 1 << 20, &port, &xor_transport);
         test_transport(port);
+        test_transport_wire_first(port);
         sb_engine_stop(e);
         sb_engine_wait(e);
         sb_engine_free(e);
