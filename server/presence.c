@@ -95,8 +95,19 @@ struct pres_dev {
     struct pres_dev *held_prev, *held_next; /* on the shard's list while npending > 0 */
 };
 
+/* A status query (REST) being gathered from the users' home workers. */
+struct pres_gather {
+    struct pres_gather *next;
+    uint64_t id, conn_id;
+    unsigned parts;
+    char *json; /* the items so far, comma-separated */
+    size_t len, cap;
+};
+
 struct pres_shard {
     struct sb_worker *w; /* set when a worker first uses the shard */
+    struct pres_gather *gathers;
+    uint64_t next_gather;
     struct sb_table users;
     struct sb_table subs;
     struct sb_table devs;
@@ -162,6 +173,12 @@ static void dev_free(struct pres_dev *d);
 
 static void shard_destroy(struct pres_shard *sh)
 {
+    while (sh->gathers) {
+        struct pres_gather *g = sh->gathers;
+        sh->gathers = g->next;
+        free(g->json);
+        free(g);
+    }
     for (size_t i = 0; i < sh->subs.cap; i++) {
         if (sh->subs.slots[i].hash)
             free(sh->subs.slots[i].obj);
@@ -477,7 +494,10 @@ static ssize_t encode_presence(char *buf, size_t cap, const char *user, size_t l
 
 static void send_text(struct sb_conn *c, const char *json, size_t len)
 {
-    if (sb__ws_send(c, SB_WS_TEXT, (const uint8_t *)json, len) < 0)
+    struct sb_session *s = sb_conn_app(c);
+    if (s->state == SB_SESS_HTTP)
+        sb__rest_respond(c, json, len); /* a REST request (sb_presence_status) refused */
+    else if (sb__ws_send(c, SB_WS_TEXT, (const uint8_t *)json, len) < 0)
         sb_conn_close(c, -ENOMEM);
 }
 
@@ -1031,4 +1051,169 @@ int sb_presence_on_message(struct sb_conn *c, const uint8_t *data, size_t len)
     free(users);
     free(t);
     return 0;
+}
+
+/* ---- status queries (REST POST /api/user/status) ------------------------------------------- */
+
+/* A query's users homed on one worker (seq: the gather id), and the answer coming back. */
+struct pres_query {
+    unsigned from_worker;
+    uint64_t conn_id, gather;
+    unsigned n;
+    char users[][SB_USER_ID_MAX + 1];
+};
+
+struct pres_qpart {
+    uint64_t gather;
+    size_t len;
+    char json[];
+};
+
+static struct pres_shard *shard_of(struct sb_worker *w)
+{
+    return my_shard(w);
+}
+
+static void qpart_arrive(struct sb_worker *w, void *arg)
+{
+    struct pres_qpart *part = arg;
+    struct pres_shard *sh = shard_of(w);
+    struct pres_gather **pg = &sh->gathers;
+    while (*pg && (*pg)->id != part->gather)
+        pg = &(*pg)->next;
+    struct pres_gather *g = *pg;
+    if (g && part->len) {
+        if (g->len + part->len + 1 > g->cap) {
+            size_t cap = (g->len + part->len + 1) * 2;
+            char *json = realloc(g->json, cap);
+            if (json) {
+                g->json = json;
+                g->cap = cap;
+            }
+        }
+        if (g->len + part->len + 1 <= g->cap) {
+            if (g->len)
+                g->json[g->len++] = ',';
+            memcpy(g->json + g->len, part->json, part->len);
+            g->len += part->len;
+        }
+    }
+    if (g && --g->parts == 0) {
+        *pg = g->next;
+        size_t cap = g->len + 64;
+        char *buf = malloc(cap);
+        int n = buf ? snprintf(buf, cap, "{\"type\":\"status\",\"users\":[%.*s]}", (int)g->len,
+                               g->json ? g->json : "")
+                    : -1;
+        if (n > 0 && (size_t)n < cap) {
+            sb__rest_answer(w, g->conn_id, buf, (size_t)n);
+        } else {
+            static const char oom[] = "{\"type\":\"error\",\"code\":\"unavailable\",\"message\":"
+                                      "\"out of memory; retry\"}";
+            sb__rest_answer(w, g->conn_id, oom, sizeof(oom) - 1);
+        }
+        free(buf);
+        free(g->json);
+        free(g);
+    }
+    free(part);
+}
+
+/* On a user's home worker: the status of the query's users homed here. */
+static void query_arrive(struct sb_worker *w, void *arg)
+{
+    struct pres_query *q = arg;
+    struct pres_shard *sh = shard_of(w);
+    sh->w = w;
+    struct pres_qpart *part = malloc(sizeof(*part) + (size_t)q->n * EVENT_JSON_MAX);
+    if (part) {
+        part->gather = q->gather;
+        part->len = 0;
+        for (unsigned i = 0; i < q->n; i++) {
+            size_t len = strlen(q->users[i]);
+            struct pres_user *u = sb_table_get(&sh->users, q->users[i], len);
+            struct sb_json_writer jw;
+            if (part->len)
+                part->json[part->len++] = ',';
+            sb_json_writer_init(&jw, part->json + part->len, EVENT_JSON_MAX);
+            sb_json_begin_object(&jw);
+            sb_json_key(&jw, "user");
+            sb_json_str(&jw, q->users[i], len);
+            sb_json_key(&jw, "status");
+            sb_json_cstr(&jw, u && u->online ? "online" : "offline");
+            sb_json_key(&jw, "last_seen");
+            sb_json_uint(&jw, u ? u->last_seen_ms : 0);
+            sb_json_end_object(&jw);
+            ssize_t n = sb_json_finish(&jw);
+            if (n > 0)
+                part->len += (size_t)n;
+        }
+        if (post(w, q->from_worker, qpart_arrive, part) < 0)
+            free(part);
+    }
+    free(q);
+}
+
+void sb_presence_status(struct sb_conn *c, const char *json, size_t len)
+{
+    struct sb_json_tok *t = malloc(MAX_TOKENS * sizeof(*t));
+    char(*users)[SB_USER_ID_MAX + 1] = malloc(SB_PRESENCE_USERS_PER_REQUEST * sizeof(*users));
+    struct sb_json_limits lim = {.max_tokens = MAX_TOKENS, .max_depth = 4};
+    struct sb_worker *w = sb_conn_worker(c);
+    struct pres_shard *sh = shard_of(w);
+    sh->w = w;
+    struct pres_gather *g = NULL;
+    int n;
+    if (!t || !users) {
+        send_error(c, NULL, "unavailable", "out of memory; retry");
+        goto out;
+    }
+    if (sb_json_parse(json, len, &lim, t) <= 0 || t[0].type != SB_JSON_OBJECT) {
+        send_error(c, NULL, "bad_request", "expected a JSON object with \"users\"");
+        goto out;
+    }
+    if ((n = read_users(c, json, t, NULL, users)) < 0)
+        goto out;
+    if (!(g = calloc(1, sizeof(*g)))) {
+        send_error(c, NULL, "unavailable", "out of memory; retry");
+        goto out;
+    }
+    g->id = ++sh->next_gather;
+    g->conn_id = sb_conn_id(c);
+    g->parts = 1; /* held until every part is mailed */
+    g->next = sh->gathers;
+    sh->gathers = g;
+    memset(sh->count, 0, cfg.workers * sizeof(*sh->count));
+    for (int i = 0; i < n; i++)
+        sh->count[sb_home_worker(users[i], strlen(users[i]), cfg.workers)]++;
+    for (unsigned k = 0; k < cfg.workers; k++) {
+        if (!sh->count[k])
+            continue;
+        struct pres_query *q = malloc(sizeof(*q) + sh->count[k] * sizeof(q->users[0]));
+        if (!q)
+            continue; /* those users are left out of the answer */
+        q->from_worker = sb_worker_id(w);
+        q->conn_id = g->conn_id;
+        q->gather = g->id;
+        q->n = 0;
+        for (int i = 0; i < n; i++) {
+            if (sb_home_worker(users[i], strlen(users[i]), cfg.workers) == k)
+                memcpy(q->users[q->n++], users[i], sizeof(users[i]));
+        }
+        if (post(w, k, query_arrive, q) < 0)
+            free(q);
+        else
+            g->parts++;
+    }
+    /* The gather's own part, mailed to itself so that it arrives after the request has
+     * started waiting: the last part to arrive sends the answer. */
+    struct pres_qpart *own = calloc(1, sizeof(*own));
+    if (own) {
+        own->gather = g->id;
+        if (post(w, sb_worker_id(w), qpart_arrive, own) < 0)
+            free(own);
+    }
+out:
+    free(users);
+    free(t);
 }

@@ -51,4 +51,11 @@ void sb_presence_device_down(struct sb_conn *c, const char *user, size_t len);
  */
 int sb_presence_on_message(struct sb_conn *c, const uint8_t *data, size_t len);
 
+/*
+ * REST POST /api/user/status: json holds "users" (1-1,000 ids). Answers the waiting request
+ * (server/rest.c) with {"type":"status","users":[{"user","status","last_seen"}]} once every
+ * home worker has answered, or with an error at once.
+ */
+void sb_presence_status(struct sb_conn *c, const char *json, size_t len);
+
 #endif

@@ -17,6 +17,7 @@
 #include "server/gateway.h"
 #include "server/ids.h"
 #include "server/metrics.h"
+#include "server/presence.h"
 #include "server/table.h"
 
 /* A request waiting for its answer, by connection id. */
@@ -185,7 +186,10 @@ static void run(struct sb_conn *c, const char *user, const char *op, const char 
     struct sb_session *s = session(c);
     s->rest_waiting = true;
     s->rest_keep_alive = keep_alive;
-    sb_chat_rest(c, user, op, conv, body, body_len);
+    if (strcmp(op, "user_status") == 0)
+        sb_presence_status(c, body_len ? body : "{}", body_len ? body_len : 2);
+    else
+        sb_chat_rest(c, user, op, conv, body, body_len);
     if (!s->rest_waiting || sb_conn_is_closing(c))
         return;
     struct rest_wait *rw = malloc(sizeof(*rw));
@@ -270,6 +274,10 @@ static const char *operation(const struct sb_http_request *req, char conv[SB_CON
     if (sb_slice_eq(req->path, "/api/conversations")) {
         *allowed = post || get;
         return post ? "conv_create" : "conv_list";
+    }
+    if (sb_slice_eq(req->path, "/api/user/status")) {
+        *allowed = post;
+        return "user_status";
     }
     if (sb_slice_eq(req->path, "/api/connections/info")) {
         *allowed = get;

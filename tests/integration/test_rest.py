@@ -145,6 +145,19 @@ class RestTest(sbtest.ServerTestCase):
                                       mint("ops", "--scope", "admin"))
             self.assertEqual((st, len(stats["workers"])), (200, 3))
             self.assertGreaterEqual(stats["connections"], 2)
+            # Presence of several users (homed on different workers), online or not.
+            st, _, status = await rest("POST", "/api/user/status",
+                                       {"users": ["ben", "nobody", "ann", "ben"]}, alice)
+            self.assertEqual(st, 200)
+            got = {u["user"]: u for u in status["users"]}
+            self.assertEqual((got["ben"]["status"], got["nobody"]["status"],
+                              got["nobody"]["last_seen"], got["ann"]["status"]),
+                             ("online", "offline", 0, "offline"))
+            self.assertGreater(got["ben"]["last_seen"], 0)
+            self.assertEqual(len(status["users"]), 3)
+            for body in ({"users": []}, {"users": ["a:b"]}, {}):
+                st, _, err = await rest("POST", "/api/user/status", body, alice)
+                self.assertEqual((st, err["code"]), (400, "bad_request"), body)
             st, _, left = await rest("POST", f"/api/conversations/{gid}/leave", None, bob)
             self.assertNotIn("ben", left["members"])
             await b1.close()
