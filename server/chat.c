@@ -127,7 +127,9 @@ struct chat_gather {
     uint64_t id, conn_id;
     unsigned from_worker; /* the requester's */
     bool http;
-    unsigned parts; /* answers still to come */
+    bool sync;         /* a sync since a cursor (else a conv_list) */
+    uint64_t start_ms; /* sync: the cursor it answers with */
+    unsigned parts;    /* answers still to come */
     size_t user_len, req_len;
     char user[SB_USER_ID_MAX + 1];
     char req[SB_CLIENT_ID_MAX + 1];
@@ -595,6 +597,7 @@ enum chat_req_kind {
     REQ_LIST,       /* a part of conv_list (list_serve): `users` holds conversation ids, `seq` the
                        gather id */
     REQ_LIST_BEGIN, /* conv_list, on the user's home worker (home_serve) */
+    REQ_SYNC_SINCE, /* sync since a cursor (seq: the cursor's ms), on the home worker */
     REQ_DEVICES,    /* the user's devices, on its home worker (home_serve) */
 };
 
@@ -610,6 +613,8 @@ struct chat_req {
     unsigned from_worker;
     uint64_t conn_id; /* the requesting device; 0: the server itself */
     uint64_t seq;
+    uint64_t since_ms; /* REQ_LIST of a sync: messages sequenced since */
+    uint32_t limit;    /* ... at most this many per conversation */
     uint32_t nusers;
     const char *user, *device, *client_id, *conv, *text, *users;
     size_t user_len, device_len, client_id_len, conv_len, text_len, users_len;
@@ -1969,9 +1974,12 @@ static void gather_finish(struct sb_worker *w, struct chat_gather *g)
     }
     size_t cap = g->len + 6 * SB_CLIENT_ID_MAX + 64;
     char *buf = g->failed ? NULL : malloc(cap);
-    int n = buf ? snprintf(buf, cap, "{\"type\":\"convs\",\"id\":\"%s\",\"convs\":[%.*s]}", g->req,
-                           (int)g->len, g->json ? g->json : "")
-                : -1;
+    int n = !buf ? -1
+            : g->sync
+                ? snprintf(buf, cap, "{\"type\":\"sync_done\",\"id\":\"%s\",\"cursor\":\"%llu\"}",
+                           g->req, (unsigned long long)g->start_ms)
+                : snprintf(buf, cap, "{\"type\":\"convs\",\"id\":\"%s\",\"convs\":[%.*s]}", g->req,
+                           (int)g->len, g->json ? g->json : "");
     if (n > 0 && (size_t)n < cap) {
         post_text(w, g->from_worker, g->conn_id, g->http, g->user, g->user_len, buf, (size_t)n,
                   false);
@@ -1994,7 +2002,16 @@ static void list_part_arrive(struct sb_worker *w, void *arg)
     struct chat_gather *g = my_shard(w)->gathers;
     while (g && g->id != part->gather)
         g = g->next;
-    if (g && part->len) {
+    if (g && g->sync) {
+        /* Pages, each a length (4 bytes) and its JSON: passed on as they come. */
+        for (size_t off = 0; off + 4 <= part->len;) {
+            uint32_t n;
+            memcpy(&n, part->json + off, 4);
+            post_text(w, g->from_worker, g->conn_id, g->http, g->user, g->user_len,
+                      part->json + off + 4, n, false);
+            off += 4 + n;
+        }
+    } else if (g && part->len) {
         size_t need = g->len + 1 + part->len;
         if (need > g->cap) {
             size_t cap = need * 2;
@@ -2018,11 +2035,83 @@ static void list_part_arrive(struct sb_worker *w, void *arg)
     free(part);
 }
 
+static struct chat_reply *sync_page(const struct chat_conv *cv, const struct chat_sync *q);
+
+/* The index in history of the first message sequenced at or after ms (hist_count if none). */
+static uint32_t history_since(const struct chat_conv *cv, uint64_t ms)
+{
+    uint32_t lo = 0, hi = cv->hist_count;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (sb_store_rec_ts(hist_at(cv, mid)->rec) < ms)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/*
+ * On a sequencer, for a sync since a cursor: a page of each conversation named in q that has
+ * messages sequenced since q->since_ms, packed (length, JSON) into one part. Sent once durable.
+ */
+static void sync_since_serve(struct sb_worker *w, struct chat_shard *sh, struct chat_req *q)
+{
+    struct chat_list_part *part = malloc(sizeof(*part));
+    size_t cap = 0;
+    if (!part)
+        return;
+    part->gather = q->seq;
+    part->len = 0;
+    const char *p = q->users;
+    for (uint32_t i = 0; i < q->nusers; i++, p += 1 + (uint8_t)p[0]) {
+        struct chat_conv *cv = sb_table_get(&sh->convs, p + 1, (uint8_t)p[0]);
+        if (!cv || !member_get(cv, q->user, q->user_len))
+            continue;
+        history_expire(sh, cv, wall_ms());
+        uint32_t first = history_since(cv, q->since_ms);
+        if (first == cv->hist_count)
+            continue; /* nothing new */
+        struct chat_sync s = {.last_seq = sb_store_rec_seq(hist_at(cv, first)->rec) - 1,
+                              .limit = q->limit,
+                              .user_len = q->user_len,
+                              .id_len = q->client_id_len,
+                              .conv_len = cv->id_len};
+        memcpy(s.user, q->user, q->user_len);
+        memcpy(s.id, q->client_id, q->client_id_len);
+        memcpy(s.conv, cv->id, cv->id_len);
+        struct chat_reply *rep = sync_page(cv, &s);
+        if (!rep)
+            continue;
+        if (part->len + 4 + rep->len > cap) {
+            cap = (part->len + 4 + rep->len) * 2;
+            struct chat_list_part *bigger = realloc(part, sizeof(*part) + cap);
+            if (!bigger) {
+                free(rep);
+                continue;
+            }
+            part = bigger;
+        }
+        uint32_t n = (uint32_t)rep->len;
+        memcpy(part->json + part->len, &n, 4);
+        memcpy(part->json + part->len + 4, rep->json, rep->len);
+        part->len += 4 + rep->len;
+        free(rep);
+    }
+    if (sb_store_post_after(sh->log, w, q->from_worker, list_part_arrive, part) < 0)
+        free(part);
+}
+
 /* On a sequencer: the list items of the conversations named in q (ids packed like users). */
 static void list_serve(struct sb_worker *w, void *arg)
 {
     struct chat_req *q = arg;
     struct chat_shard *sh = my_shard(w);
+    if (q->since_ms) {
+        sync_since_serve(w, sh, q);
+        free(q);
+        return;
+    }
     size_t cap = 64;
     const char *p = q->users;
     for (uint32_t i = 0; i < q->nusers; i++, p += 1 + (uint8_t)p[0]) {
@@ -2480,12 +2569,53 @@ static bool sync_limit(const char *json, const struct sb_json_tok *t, uint32_t *
     return true;
 }
 
+static void op_home(struct sb_conn *c, struct chat_device *d, const char *id,
+                    enum chat_req_kind kind, uint64_t seq, uint32_t limit);
+
+/* sync {"since": cursor}: everything since a cursor of an earlier sync_done ("0": all). */
+static void op_sync_since(struct sb_conn *c, struct chat_device *d, const char *json,
+                          const struct sb_json_tok *t, const char *id, int since)
+{
+    char cursor[24], *end;
+    uint32_t limit;
+    if (sb_json_get(json, t, 0, "convs") >= 0) {
+        send_error(c, id, "bad_request", "sync takes \"convs\" or \"since\", not both");
+        return;
+    }
+    if (t[since].type != SB_JSON_STRING ||
+        sb_json_string(json, &t[since], cursor, sizeof(cursor)) <= 0 || cursor[0] < '0' ||
+        cursor[0] > '9') {
+        send_error(c, id, "bad_request", "\"since\" must be a cursor from sync_done (or \"0\")");
+        return;
+    }
+    errno = 0;
+    unsigned long long ms = strtoull(cursor, &end, 10);
+    if (*end || errno) {
+        send_error(c, id, "bad_request", "\"since\" must be a cursor from sync_done (or \"0\")");
+        return;
+    }
+    if (!sync_limit(json, t, &limit)) {
+        send_error(c, id, "bad_request", "\"limit\" must be a positive integer");
+        return;
+    }
+    /* Every conversation's pages resume live pushes, as a sync by conversation does. */
+    free(d->behind);
+    d->behind = NULL;
+    op_home(c, d, id, REQ_SYNC_SINCE, ms, limit);
+}
+
 static void op_sync(struct sb_conn *c, struct chat_device *d, const char *json,
                     const struct sb_json_tok *t, const char *id)
 {
+    int since = sb_json_get(json, t, 0, "since");
+    if (since >= 0) {
+        op_sync_since(c, d, json, t, id, since);
+        return;
+    }
     int convs = sb_json_get(json, t, 0, "convs");
     if (convs < 0 || t[convs].type != SB_JSON_OBJECT || t[convs].size == 0) {
-        send_error(c, id, "bad_request", "sync needs \"convs\": {conversation: last_seq, ...}");
+        send_error(c, id, "bad_request",
+                   "sync needs \"convs\": {conversation: last_seq, ...} or \"since\": cursor");
         return;
     }
     if (t[convs].size > SYNC_MAX_CONVS) {
@@ -2576,6 +2706,8 @@ static void list_begin(struct sb_worker *w, const struct chat_req *r)
     g->conn_id = r->conn_id;
     g->from_worker = r->from_worker;
     g->http = r->http;
+    g->sync = r->kind == REQ_SYNC_SINCE;
+    g->start_ms = wall_ms();
     g->user_len = r->user_len;
     memcpy(g->user, r->user, r->user_len);
     g->req_len = r->client_id_len;
@@ -2597,6 +2729,9 @@ static void list_begin(struct sb_worker *w, const struct chat_req *r)
         }
         q->seq = g->id;
         q->from_worker = sb_worker_id(w);
+        /* A cursor of 0 (everything) still marks a sync: since_ms is at least 1. */
+        q->since_ms = g->sync ? (r->seq ? r->seq : 1) : 0;
+        q->limit = r->limit;
         if (sb_worker_post(w, k, list_serve, q) < 0) {
             free(q);
             g->failed = true;
@@ -2662,7 +2797,7 @@ static void devices_list(struct sb_worker *w, const struct chat_req *r)
 static void home_serve(struct sb_worker *w, void *arg)
 {
     struct chat_req *q = arg;
-    if (q->kind == REQ_LIST_BEGIN)
+    if (q->kind == REQ_LIST_BEGIN || q->kind == REQ_SYNC_SINCE)
         list_begin(w, q);
     else
         devices_list(w, q);
@@ -2670,7 +2805,7 @@ static void home_serve(struct sb_worker *w, void *arg)
 }
 
 static void op_home(struct sb_conn *c, struct chat_device *d, const char *id,
-                    enum chat_req_kind kind)
+                    enum chat_req_kind kind, uint64_t seq, uint32_t limit)
 {
     struct chat_req *q =
         req_new(kind, d->user->id, d->user->id_len, d->id, id, "", 0, NULL, 0, NULL, 0, 0);
@@ -2678,6 +2813,8 @@ static void op_home(struct sb_conn *c, struct chat_device *d, const char *id,
         send_error(c, id, "unavailable", "out of memory; retry");
         return;
     }
+    q->seq = seq;
+    q->limit = limit;
     struct sb_worker *w = sb_conn_worker(c);
     q->from_worker = sb_worker_id(w);
     q->conn_id = d->conn_id;
@@ -2752,9 +2889,9 @@ static void dispatch(struct sb_conn *c, struct chat_device *d, const char *json,
     else if (strcmp(type, "conv_get") == 0)
         op_conv(c, d, json, t, id, REQ_GET);
     else if (strcmp(type, "conv_list") == 0)
-        op_home(c, d, id, REQ_LIST_BEGIN);
+        op_home(c, d, id, REQ_LIST_BEGIN, 0, 0);
     else if (strcmp(type, "devices") == 0)
-        op_home(c, d, id, REQ_DEVICES);
+        op_home(c, d, id, REQ_DEVICES, 0, 0);
     else
         send_error(c, id, "bad_request", "unknown operation type");
 }

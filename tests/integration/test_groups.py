@@ -255,6 +255,59 @@ class GroupTest(sbtest.ServerTestCase):
         self.run_async(go())
 
 
+    def test_sync_since_a_cursor_covers_every_conversation(self):
+        async def collect(ws, req):
+            """Sends a sync since a cursor; returns ({conv: page}, sync_done)."""
+            await ws.send(json.dumps(req))
+            pages = {}
+            while True:
+                got = await recv_json(ws)
+                if got.get("id") != req["id"]:
+                    continue
+                if got["type"] == "sync_done":
+                    return pages, got
+                self.assertEqual(got["type"], "sync_page", got)
+                pages[got["conv"]] = got
+
+        async def go():
+            port = self.server.port
+            kim, lee, max_ = [await connect(port, u) for u in ("kim", "lee", "max")]
+            gid = (await request(kim, {"type": "conv_create", "id": "c", "name": "k",
+                                       "members": ["lee", "max"]}, "conv"))["conv"]
+            for i in range(3):
+                await request(lee, {"type": "send", "id": f"a{i}", "to": "kim", "body": "x"},
+                              "ack")
+            await request(max_, {"type": "send", "id": "b0", "to": "kim", "body": "y"}, "ack")
+            await request(max_, {"type": "send", "id": "g0", "conv": gid, "body": "z"}, "ack")
+            # Everything: one page per conversation, then the cursor.
+            pages, done = await collect(kim, {"type": "sync", "id": "s1", "since": "0"})
+            self.assertEqual(sorted(pages), sorted([gid, "dm:kim:lee", "dm:kim:max"]))
+            self.assertEqual([m["seq"] for m in pages["dm:kim:lee"]["messages"]], [1, 2, 3])
+            self.assertEqual([m.get("system", "") for m in pages[gid]["messages"]],
+                             ["created", ""])
+            cursor = done["cursor"]
+            # Since the cursor: only what came after it, only where something came.
+            await asyncio.sleep(0.01)
+            await request(lee, {"type": "send", "id": "a3", "to": "kim", "body": "new"}, "ack")
+            pages, done2 = await collect(kim, {"type": "sync", "id": "s2", "since": cursor})
+            self.assertEqual(list(pages), ["dm:kim:lee"])
+            self.assertEqual([m["seq"] for m in pages["dm:kim:lee"]["messages"]], [4])
+            self.assertGreaterEqual(int(done2["cursor"]), int(cursor))
+            # A small limit: the page says more, and sync by conversation continues.
+            pages, _ = await collect(kim, {"type": "sync", "id": "s3", "since": "0", "limit": 2})
+            page = pages["dm:kim:lee"]
+            self.assertEqual(([m["seq"] for m in page["messages"]], page["more"]), ([1, 2], True))
+            # Errors.
+            for req in [{"type": "sync", "id": "e1", "since": 5},
+                        {"type": "sync", "id": "e2", "since": "x1"},
+                        {"type": "sync", "id": "e3", "since": "0", "convs": {gid: 0}}]:
+                err = await request(kim, req)
+                self.assertEqual((err["type"], err["code"]), ("error", "bad_request"), req)
+            for ws in (kim, lee, max_):
+                await ws.close()
+        self.run_async(go())
+
+
 class LimitTest(sbtest.ServerTestCase):
     server_settings = {"workers": 2, "rate_messages": 5, "max_devices": 2,
                        "max_group_members": 3, "max_body_size": 100}
