@@ -115,7 +115,7 @@ class TlsServerCase(sbtest.ServerTestCase):
         cls.server_settings = {"tls_listen": "127.0.0.1:0",
                                "tls_cert": os.path.join(cls.live, "server.pem"),
                                "tls_key": os.path.join(cls.live, "server.key"),
-                               "handshake_timeout_ms": 1000, **cls.extra_settings}
+                               "handshake_timeout_ms": 3000, **cls.extra_settings}
         super().setUpClass()
 
     @property
@@ -309,7 +309,8 @@ class WssTest(TlsServerCase):
         with socket.create_connection((sbtest.HOST, self.tls_port), timeout=TIMEOUT) as s:
             s.sendall(b"\x00\x01\x02\x03" * 64)
             self.assertTrue(closed_within(s, 5))
-        # Half a ClientHello, then silence: closed at handshake_timeout_ms (1 s here), while
+        # Half a ClientHello, then silence: closed at handshake_timeout_ms (3 s here: 40 Python
+        # TLS clients at once need their time on a loaded machine), while
         # other clients are served meanwhile (the worker never waits on it).
         hello = bytearray()
         incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
@@ -328,10 +329,10 @@ class WssTest(TlsServerCase):
                 self.assertEqual(http_get(s)[0], 200)
         self.assertLess(time.monotonic() - t0, 3)
         for s in stalled:
-            self.assertTrue(closed_within(s, 5))
+            self.assertTrue(closed_within(s, 8))
             s.close()
-        self.assertLess(time.monotonic() - t0, 6)
-        self.wait_log(r"no complete request within 1000 ms")
+        self.assertLess(time.monotonic() - t0, 10)
+        self.wait_log(r"no complete request within 3000 ms")
 
 
 class LoadgenTlsTest(TlsServerCase):
