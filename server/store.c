@@ -501,14 +501,9 @@ static bool sync_due(struct sb_store_log *log, struct sb_worker *w)
     return false;
 }
 
-static void sync_timer_fire(struct sb_worker *w, struct sb_worker_timer *t)
+/* Submits the fdatasync of the log's file. */
+static void start_sync(struct sb_store_log *log, struct sb_worker *w)
 {
-    struct sb_store_log *log =
-        (struct sb_store_log *)((char *)t - offsetof(struct sb_store_log, sync_timer));
-    log->sync_armed = false;
-    /* A batch on its way syncs when it is written (a second has passed); else sync now. */
-    if (log->busy || log->flight->active || !log->dirty)
-        return;
     log->sync_start_ns = mono_ns();
     int r = sb_worker_fsync(w, &log->op.op, log->fd, true);
     if (r < 0) {
@@ -517,6 +512,16 @@ static void sync_timer_fire(struct sb_worker *w, struct sb_worker_timer *t)
     }
     log->busy = true;
     log->syncing = true;
+}
+
+static void sync_timer_fire(struct sb_worker *w, struct sb_worker_timer *t)
+{
+    struct sb_store_log *log =
+        (struct sb_store_log *)((char *)t - offsetof(struct sb_store_log, sync_timer));
+    log->sync_armed = false;
+    /* A batch on its way syncs when it is written (a second has passed); else sync now. */
+    if (!log->busy && !log->flight->active && log->dirty)
+        start_sync(log, w);
 }
 
 /* everysec: what is written but not synced is synced within a second of the last sync, even
@@ -544,18 +549,10 @@ static void log_finish(struct sb_store_log *log, struct sb_worker *w)
 /* The batch is written: fsync it if the policy says so, else it is done. */
 static void log_written(struct sb_store_log *log, struct sb_worker *w)
 {
-    if (!sync_due(log, w)) {
+    if (sync_due(log, w))
+        start_sync(log, w);
+    else
         log_finish(log, w);
-        return;
-    }
-    log->sync_start_ns = mono_ns();
-    int r = sb_worker_fsync(w, &log->op.op, log->fd, true);
-    if (r < 0) {
-        log_error(log, w, r, "fsync");
-        return;
-    }
-    log->busy = true;
-    log->syncing = true;
 }
 
 /* Continues the flight batch where it stopped (after a short write, or a failure). */
