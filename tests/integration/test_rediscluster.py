@@ -1,0 +1,60 @@
+"""tools/redis-cluster, through the tests' helper: a real 3+3 cluster on free ports that comes up
+ok, fails over when a master dies, stops only its own processes and restarts with its state."""
+
+import os
+import subprocess
+import time
+import unittest
+
+import rediscluster
+
+TOOL = rediscluster._TOOL
+
+
+def wait_for(cond, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@unittest.skipUnless(rediscluster.available(),
+                     "redis-server is not installed (tools/setup installs it)")
+class RedisClusterToolTest(unittest.TestCase):
+    def test_lifecycle(self):
+        with rediscluster.RedisClusterFixture() as rc:
+            self.assertEqual(len(rc.ports), 6)
+            self.assertEqual(len(rc.masters()), 3)
+            out = subprocess.run([TOOL, "status", "--dir", rc.dir], capture_output=True,
+                                 text=True, timeout=30).stdout
+            self.assertIn("cluster_state ok", out)
+            self.assertEqual(out.count(" master"), 3)
+            self.assertEqual(out.count(" slave"), 3)
+
+            victim = rc.masters()[0]
+            pid = rc.kill(victim)
+            self.assertIsNotNone(pid)
+            # cluster-node-timeout is 1000 ms: its replica takes over within seconds.
+            self.assertTrue(wait_for(lambda: len(rc.masters()) == 3 and rc.cluster_ok(), 20),
+                            "no replica was promoted")
+            self.assertNotIn(victim, rc.masters())
+
+            pids = [rc.cluster.pid(p) for p in rc.ports if rc.cluster.pid(p)]
+            self.assertEqual(len(pids), 5)
+            r = subprocess.run([TOOL, "stop", "--dir", rc.dir], capture_output=True, text=True,
+                               timeout=30)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            for p in pids:
+                self.assertFalse(os.path.exists("/proc/%d" % p) and
+                                 open("/proc/%d/stat" % p).read().split()[2] != "Z")
+
+            # Started again, every node comes back (the old master as a replica).
+            rc.start()
+            self.assertEqual(sorted(rc.cluster.roles().values()).count("master"), 3)
+            self.assertTrue(rc.cluster_ok())
+
+
+if __name__ == "__main__":
+    unittest.main()
