@@ -76,6 +76,8 @@ struct node {
     bool connected_once; /* a later connection counts as a reconnect */
     bool failing;        /* the first failure was logged; the recovery will be */
     bool retry_armed;
+    bool auth_logged;  /* the AUTH refusal was logged (once until AUTH works) */
+    int down_err;      /* what commands for it fail with while DOWN */
     unsigned attempts; /* failed connections in a row */
     struct sb_conn *conn;
     redisReader *reader;
@@ -105,6 +107,7 @@ struct rworker {
     uint64_t refresh_at_ms; /* when the armed refresh timer fires */
     unsigned rotate;        /* which ready node answers the next refresh */
     bool map_failing;       /* a bad CLUSTER SLOTS answer was logged */
+    int down_err;           /* what commands fail with when no node is reachable */
     struct cmd *free_cmds;
     uint64_t rng;
     struct sb_worker_timer sweep_timer, refresh_timer;
@@ -264,6 +267,7 @@ static struct node *node_get(struct rworker *rw, const char *host, uint16_t port
     n->port = port;
     n->rw = rw;
     n->retry_timer.cb = retry_due;
+    n->down_err = -EHOSTUNREACH;
     n->next = rw->nodes;
     rw->nodes = n;
     rw->nnodes++;
@@ -324,7 +328,9 @@ static void node_failed(struct node *n, int err)
     struct rworker *rw = n->rw;
     n->state = N_DOWN;
     n->attempts++;
-    fail_list(rw, q_take(&n->wait), is_stopping(rw) ? -ESHUTDOWN : -EHOSTUNREACH);
+    /* A refused AUTH is the operator's to fix: callers hear that rather than "unreachable". */
+    n->down_err = rw->down_err = err == -EACCES ? -EACCES : -EHOSTUNREACH;
+    fail_list(rw, q_take(&n->wait), is_stopping(rw) ? -ESHUTDOWN : n->down_err);
     if (is_stopping(rw))
         return;
     if (!n->failing) {
@@ -460,7 +466,7 @@ static int route(struct rworker *rw, struct cmd *c, struct node *to)
         /* No map yet, or a slot nobody serves: wait for the next map, unless no node at all can
          * answer (then the caller hears so at once). */
         if (!any_reachable(rw))
-            return -EHOSTUNREACH;
+            return rw->down_err ? rw->down_err : -EHOSTUNREACH;
         if (rw->unrouted.n >= rw->r->cfg.queue)
             return -ENOBUFS;
         q_push(&rw->unrouted, c);
@@ -472,11 +478,11 @@ static int route(struct rworker *rw, struct cmd *c, struct node *to)
     switch (n->state) {
     case N_DOWN:
         request_refresh(rw);
-        return -EHOSTUNREACH;
+        return n->down_err;
     case N_IDLE:
         node_connect(n);
         if (n->state == N_DOWN)
-            return -EHOSTUNREACH;
+            return n->down_err;
         /* fallthrough */
     case N_CONNECTING:
         q_push(&n->wait, c);
@@ -535,7 +541,7 @@ static void refresh_now(struct rworker *rw)
                 node_connect(m);
         }
         if (!any_reachable(rw))
-            fail_list(rw, q_take(&rw->unrouted), -EHOSTUNREACH);
+            fail_list(rw, q_take(&rw->unrouted), rw->down_err ? rw->down_err : -EHOSTUNREACH);
         arm_refresh(rw, rw->r->cfg.refresh_ms);
         return;
     }
@@ -664,14 +670,17 @@ static void on_answer(struct rworker *rw, struct node *n, struct cmd *c, const r
         cmd_release(rw, c);
         if (reply->type == REDIS_REPLY_ERROR) {
             char t[NODE_TEXT_MAX];
-            sb_log(SB_LOG_ERROR, 0,
-                   "redis: node %s refused AUTH: %.*s (check redis_user and "
-                   "redis_password)",
-                   node_text(n, t), (int)reply->len, reply->str);
+            if (!n->auth_logged)
+                sb_log(SB_LOG_ERROR, 0,
+                       "redis: node %s refused AUTH: %.*s (check redis_user and "
+                       "redis_password)",
+                       node_text(n, t), (int)reply->len, reply->str);
+            n->auth_logged = true;
             fail_list(rw, q_take(&n->wait), -EACCES);
             sb_conn_close(n->conn, -EACCES);
             return;
         }
+        n->auth_logged = false;
         node_ready(n);
         return;
     case K_USER:

@@ -8,9 +8,11 @@
  *              MOVED followed, no command lost or run twice
  *   failover   a master killed: retryable errors only, then its replica serves within seconds
  *   outage     every node stopped: commands fail fast with retryable errors; restarted: recover
- * Exits 77 (skipped) when redis-server is not installed.
+ *   auth       with requirepass set: AUTH user password works; a wrong password gets -EACCES
+ * Exits 77 (skipped) when redis-server is not installed. White-box: it includes redis.c to show
+ * where commands are held when a callback does not come.
  */
-#include "cluster/redis.h"
+#include "cluster/redis.c"
 
 #include <errno.h>
 #include <hiredis/hiredis.h>
@@ -35,7 +37,8 @@
 
 static char dir[PATH_MAX], tool[PATH_MAX], nodes[512];
 static struct sb_engine *engine;
-static struct sb_redis *redis, *redis_fast; /* redis_fast: a 200 ms timeout */
+static struct sb_redis *redis, *redis_fast;         /* redis_fast: a 200 ms timeout */
+static struct sb_redis *redis_auth, *redis_badauth; /* AUTH default s3cret, and a wrong one */
 static atomic_int phase_done;
 static atomic_long bad; /* answers that were wrong: the test fails */
 
@@ -199,6 +202,7 @@ struct traffic {
     uint64_t seq;
     long ok, errors, run; /* run: successes since the last error */
     long fast_errors;     /* -EHOSTUNREACH, -ECONNRESET: errors that came without a wait */
+    long submitted, answered;
     long counts[MIG_KEYS];
 };
 static struct traffic traffic[WORKERS];
@@ -222,6 +226,7 @@ static void traffic_answer(struct sb_worker *w, void *arg, int err, const redisR
     struct traffic *t = &traffic[sb_worker_id(w)];
     long n = (long)(intptr_t)arg;
     t->inflight--;
+    t->answered++;
     if (err < 0) {
         traffic_err(t, err);
         if (t->incr_mig)
@@ -267,6 +272,7 @@ static void traffic_pump(struct traffic *t)
             return;
         }
         t->inflight++;
+        t->submitted++;
     }
     if (atomic_load(&traffic_stop) && t->inflight == 0) {
         sb_worker_timer_set(t->w, &t->retry, 0);
@@ -432,7 +438,17 @@ static bool recovered(void)
 static void stop_traffic(void)
 {
     atomic_store(&traffic_stop, true);
-    CHECK(wait_until(traffic_stopped, 3 * TIMEOUT_MS));
+    if (!wait_until(traffic_stopped, 3 * TIMEOUT_MS)) {
+        /* Some callback never came: say where the client still holds commands. */
+        for (unsigned i = 0; i < WORKERS; i++) {
+            struct rworker *rw = &redis->workers[i];
+            fail("worker %u: %ld commands sent, %ld answered; %u wait for a map", i,
+                 traffic[i].submitted, traffic[i].answered, rw->unrouted.n);
+            for (struct node *n = rw->nodes; n; n = n->next)
+                fail("  node :%u state %d: %u waiting, %u in flight", n->port, n->state, n->wait.n,
+                     n->sent.n);
+        }
+    }
     atomic_store(&traffic_stop, false);
     atomic_store(&traffic_idle, 0);
 }
@@ -654,6 +670,57 @@ static void phase_outage(void)
     CHECK_INT(atomic_load(&bad), 0);
 }
 
+/* ---- AUTH ------------------------------------------------------------------------------------ */
+
+static int auth_ok, auth_refused;
+
+static void auth_answer(struct sb_worker *w, void *arg, int err, const redisReply *reply)
+{
+    if (arg == redis_auth && err == 0 && reply->type == REDIS_REPLY_STATUS)
+        auth_ok++;
+    else if (arg == redis_badauth && err == -EACCES)
+        auth_refused++;
+    else
+        fail("AUTH case: %s", sb_redis_strerror(err));
+    atomic_fetch_add(&phase_done, 1);
+}
+
+static void auth_start(struct sb_worker *w, void *arg)
+{
+    struct sb_redis *r = arg;
+    int rc = cmdv(w, r, "a:1", auth_answer, r, 3, "SET", "a:1", "x");
+    if (rc == -EACCES) {
+        auth_refused++;
+        atomic_fetch_add(&phase_done, 1);
+    } else if (rc < 0) {
+        fail("AUTH case not sent: %s", sb_redis_strerror(rc));
+    }
+}
+
+static void phase_auth(void)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd),
+             "for p in $(cat %s/ports); do redis-cli -p $p config set masterauth s3cret "
+             ">/dev/null && redis-cli -p $p config set requirepass s3cret >/dev/null || exit 1; "
+             "done",
+             dir);
+    CHECK_INT(sh("%s", cmd), 0);
+    run_phase(auth_start, redis_auth, false);
+    CHECK(wait_until(one_done, 10000));
+    run_phase(auth_start, redis_badauth, false);
+    CHECK(wait_until(one_done, 10000));
+    printf("auth: the right password works (%d), a wrong one gets -EACCES (%d)\n", auth_ok,
+           auth_refused);
+    CHECK_INT(auth_ok, 1);
+    CHECK_INT(auth_refused, 1);
+    snprintf(cmd, sizeof(cmd),
+             "for p in $(cat %s/ports); do redis-cli -p $p -a s3cret --no-auth-warning "
+             "config set requirepass '' >/dev/null; done",
+             dir);
+    sh("%s", cmd);
+}
+
 int main(void)
 {
     if (sh("command -v redis-server >/dev/null && command -v redis-cli >/dev/null") != 0) {
@@ -679,6 +746,12 @@ int main(void)
     struct sb_redis_config rc2 = {.nodes = nodes, .timeout_ms = 200, .queue = 100};
     CHECK_INT(sb_redis_create(engine, &rc1, &redis), 0);
     CHECK_INT(sb_redis_create(engine, &rc2, &redis_fast), 0);
+    struct sb_redis_config rc3 = {
+        .nodes = nodes, .user = "default", .password = "s3cret", .timeout_ms = 2000, .queue = 100};
+    struct sb_redis_config rc4 = {
+        .nodes = nodes, .password = "wrong", .timeout_ms = 2000, .queue = 100};
+    CHECK_INT(sb_redis_create(engine, &rc3, &redis_auth), 0);
+    CHECK_INT(sb_redis_create(engine, &rc4, &redis_badauth), 0);
     unsigned port;
     CHECK_INT(sb_engine_listen(engine, "127.0.0.1", 0, &ctl_ops, &port), 0);
     CHECK_INT(sb_engine_start(engine), 0);
@@ -693,15 +766,20 @@ int main(void)
         phase_migration();
         phase_failover();
         phase_outage();
+        phase_auth();
     }
     close(ctl_fd);
     sb_redis_stop(redis);
     sb_redis_stop(redis_fast);
+    sb_redis_stop(redis_auth);
+    sb_redis_stop(redis_badauth);
     sb_engine_stop(engine);
     sb_engine_wait(engine);
     sb_engine_free(engine);
     sb_redis_free(redis);
     sb_redis_free(redis_fast);
+    sb_redis_free(redis_auth);
+    sb_redis_free(redis_badauth);
     teardown();
     return check_done();
 }
