@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cluster/redis.h"
 #include "core/engine.h"
 #include "core/log.h"
 #include "server/auth.h"
@@ -231,6 +232,22 @@ static int serve(const struct sb_settings *st)
         sb_metrics_free();
         return r == -ENOMEM ? 1 : 2;
     }
+    struct sb_redis_config rc = {
+        .nodes = st->redis_nodes,
+        .user = st->redis_user,
+        .password = st->redis_password,
+        .timeout_ms = (unsigned)st->redis_timeout_ms,
+        .queue = (unsigned)st->redis_queue,
+    };
+    struct sb_redis *redis = NULL;
+    r = sb_redis_create(e, &rc, &redis);
+    if (r < 0) {
+        sb_engine_free(e);
+        sb_webhook_free();
+        sb_metrics_free();
+        return r == -ENOMEM ? 1 : 2;
+    }
+    sb_metrics_set_redis(redis);
     struct sb_gateway_config gc = {
         .engine = e,
         .handshake_timeout_ms = (uint64_t)st->handshake_timeout_ms,
@@ -249,6 +266,7 @@ static int serve(const struct sb_settings *st)
         sb_engine_free(e);
         sb_gateway_free();
         sb_webhook_free();
+        sb_redis_free(redis);
         sb_metrics_free();
         return 1;
     }
@@ -259,6 +277,7 @@ static int serve(const struct sb_settings *st)
         sb_engine_free(e);
         sb_gateway_free();
         sb_webhook_free();
+        sb_redis_free(redis);
         sb_metrics_free();
         return 1;
     }
@@ -268,6 +287,7 @@ static int serve(const struct sb_settings *st)
         sb_engine_free(e);
         sb_gateway_free();
         sb_webhook_free();
+        sb_redis_free(redis);
         sb_metrics_free();
         return 1;
     }
@@ -277,6 +297,7 @@ static int serve(const struct sb_settings *st)
         close_history(store);
         sb_gateway_free();
         sb_webhook_free();
+        sb_redis_free(redis);
         sb_metrics_free();
         return 1;
     }
@@ -301,12 +322,14 @@ static int serve(const struct sb_settings *st)
         }
     }
     sb_webhook_stop();
+    sb_redis_stop(redis);
     sb_engine_stop(e);
     sb_engine_wait(e);
     sb_engine_free(e);
     close_history(store);
     sb_gateway_free();
     sb_webhook_free();
+    sb_redis_free(redis);
     sb_metrics_free();
     sb_log(SB_LOG_INFO, 0, "stopped");
     return 0;

@@ -54,6 +54,11 @@ struct sb_settings {
     bool webhook_body;
     uint64_t webhook_body_max;
     char *webhook_secret;
+    char *redis_nodes;
+    char *redis_user;
+    char *redis_password;
+    int64_t redis_timeout_ms;
+    int64_t redis_queue;
 };
 
 extern const struct sb_setting sb_settings_table[];
