@@ -320,6 +320,18 @@ static bool is_stopping(struct rworker *rw)
 
 static void node_connect(struct node *n);
 
+/* Arms the reconnect of a node that is down. It also spaces out attempts at a node nobody keeps
+ * connected (not a master in the map, not a seed; retry_due then does nothing): while it is
+ * armed, commands for that node fail at once instead of each starting a connection. */
+static void plan_retry(struct node *n)
+{
+    if (n->state == N_DOWN && !n->retry_armed && !is_stopping(n->rw)) {
+        n->retry_armed = true;
+        sb_worker_timer_set(n->rw->w, &n->retry_timer,
+                            backoff_ms(n->rw, n->attempts ? n->attempts : 1));
+    }
+}
+
 /* A connection attempt or a connection failed: commands waiting for it fail fast, the first
  * failure is logged, a reconnect is planned and the topology read again (a replica may take
  * over). */
@@ -341,10 +353,7 @@ static void node_failed(struct node *n, int err)
                "errors, reconnecting with backoff (the next line says when it is back)",
                node_text(n, t));
     }
-    if ((n->wanted || n->is_seed) && !n->retry_armed) {
-        n->retry_armed = true;
-        sb_worker_timer_set(rw->w, &n->retry_timer, backoff_ms(rw, n->attempts));
-    }
+    plan_retry(n);
     request_refresh(rw);
 }
 
@@ -477,8 +486,16 @@ static int route(struct rworker *rw, struct cmd *c, struct node *to)
         return -ENOBUFS;
     switch (n->state) {
     case N_DOWN:
-        request_refresh(rw);
-        return n->down_err;
+        /* No reconnect planned: the node was let go while down (an old master), and is needed
+         * again (a MOVED, a failback). Try it now rather than fail until the next refresh. */
+        if (!n->retry_armed)
+            node_connect(n);
+        if (n->state != N_CONNECTING) {
+            request_refresh(rw);
+            return n->down_err;
+        }
+        q_push(&n->wait, c);
+        return 0;
     case N_IDLE:
         node_connect(n);
         if (n->state == N_DOWN)
@@ -585,7 +602,8 @@ static void apply_map(struct rworker *rw, const struct sb_slot_map *m)
     free(by_index);
     rw->have_map = true;
     for (struct node *n = rw->nodes; n; n = n->next) {
-        if (n->wanted && n->state == N_IDLE)
+        /* A master again after it was let go while down gets its attempt now, too. */
+        if (n->wanted && (n->state == N_IDLE || (n->state == N_DOWN && !n->retry_armed)))
             node_connect(n);
     }
     for (struct cmd *c = q_take(&rw->unrouted), *next; c; c = next) {
