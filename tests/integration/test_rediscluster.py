@@ -1,12 +1,15 @@
 """tools/redis-cluster, through the tests' helper: a real 3+3 cluster on free ports that comes up
-ok, fails over when a master dies, stops only its own processes and restarts with its state."""
+ok, fails over when a master dies, stops only its own processes and restarts with its state.
+And the server's redis_* settings: checked at start, the client's counters in /metrics."""
 
 import os
 import subprocess
 import time
 import unittest
+import urllib.request
 
 import rediscluster
+import sbtest
 
 TOOL = rediscluster._TOOL
 
@@ -54,6 +57,38 @@ class RedisClusterToolTest(unittest.TestCase):
             rc.start()
             self.assertEqual(sorted(rc.cluster.roles().values()).count("master"), 3)
             self.assertTrue(rc.cluster_ok())
+
+
+class RedisSettingsTest(unittest.TestCase):
+    """The client connects on its first command (none yet): no Redis needs to run here."""
+
+    def test_metrics_and_clean_stop(self):
+        with sbtest.Server(redis_nodes="127.0.0.1:1,localhost:2", redis_timeout_ms=500,
+                           redis_queue=100) as srv:
+            log = srv.read_log()
+            self.assertIn("redis: cluster mode, seeds 127.0.0.1:1,localhost:2", log)
+            with urllib.request.urlopen(f"http://127.0.0.1:{srv.port}/metrics", timeout=10) as r:
+                body = r.read().decode()
+            for name in ("commands", "errors", "timeouts", "moved", "ask", "reconnects",
+                         "topology_refreshes"):
+                self.assertIn(f"\nswitchboard_redis_{name}_total 0\n", body)
+            self.assertEqual(srv.stop(), 0)
+            self.assertNotIn(" ERROR ", srv.read_log())
+
+    def test_standalone_has_no_redis_metrics(self):
+        with sbtest.Server() as srv:
+            with urllib.request.urlopen(f"http://127.0.0.1:{srv.port}/metrics", timeout=10) as r:
+                self.assertNotIn("switchboard_redis_", r.read().decode())
+
+    def test_bad_seed_list(self):
+        for nodes, why in (("nohost", "is not a list of up to 32 host:port"),
+                           ("127.0.0.1:0", "is not a list of up to 32 host:port"),
+                           ("a.invalid:6379", "cannot resolve")):
+            r = subprocess.run([sbtest.SB_BIN, "serve", "--listen", "127.0.0.1:0",
+                                "--redis_nodes", nodes, "--data_dir", "/nonexistent/x"],
+                               capture_output=True, text=True, timeout=30)
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertIn(why, r.stderr)
 
 
 if __name__ == "__main__":
