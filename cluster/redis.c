@@ -429,8 +429,13 @@ static int send_cmd(struct node *n, struct cmd *c)
         q_push(&n->sent, a);
         c->asking = false;
     }
-    if (sb_conn_write(n->conn, c->buf, (size_t)c->len) < 0)
+    if (sb_conn_write(n->conn, c->buf, (size_t)c->len) < 0) {
+        /* An ASKING already written would apply to whatever command came next: the stream is
+         * no longer what we think it is. */
+        if (n->sent.tail && n->sent.tail->kind == K_ASKING)
+            sb_conn_close(n->conn, -ENOMEM);
         return -ENOMEM;
+    }
     q_push(&n->sent, c);
     if (n->sent.n > atomic_load_explicit(&rw->st.inflight_max, memory_order_relaxed))
         atomic_store_explicit(&rw->st.inflight_max, n->sent.n, memory_order_relaxed);
@@ -583,11 +588,11 @@ static void refresh_now(struct rworker *rw)
  * waited for a map are routed. */
 static void apply_map(struct rworker *rw, const struct sb_slot_map *m)
 {
-    for (struct node *n = rw->nodes; n; n = n->next)
-        n->wanted = false;
     struct node **by_index = calloc(m->nnodes ? m->nnodes : 1, sizeof(*by_index));
     if (!by_index)
         return; /* keep the old map; the next refresh tries again */
+    for (struct node *n = rw->nodes; n; n = n->next)
+        n->wanted = false;
     for (unsigned i = 0; i < m->nranges; i++) {
         const struct sb_slot_range *r = &m->ranges[i];
         if (r->master != SB_SLOT_NONE && !by_index[r->master])
