@@ -495,7 +495,8 @@ static void setup(void)
             snprintf(nodes, sizeof(nodes), "%.*s", (int)strcspn(line + 6, "\n"), line + 6);
     }
     if (!f || pclose(f) != 0 || !nodes[0]) {
-        fprintf(stderr, "test_redis: tools/redis-cluster start failed\n");
+        fprintf(stderr, "test_redis: tools/redis-cluster start failed (logs in %s)\n", dir);
+        sh("%s stop --dir %s", tool, dir); /* whatever part of it did start */
         exit(1);
     }
     printf("cluster in %s: %s\n", dir, nodes);
