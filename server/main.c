@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cluster/redis.h"
 #include "core/engine.h"
 #include "core/log.h"
 #include "core/tls.h"
@@ -278,6 +279,7 @@ static int serve(const struct sb_settings *st)
     int rc = 1;
     struct sb_tls *tls = NULL;
     struct sb_store *store = NULL;
+    struct sb_redis *redis = NULL;
     bool started = false;
     struct sb_presence_config pc = {.workers = sb_engine_workers(e),
                                     .grace_ms = (uint64_t)st->presence_grace_ms,
@@ -299,6 +301,19 @@ static int serve(const struct sb_settings *st)
         rc = r == -ENOMEM ? 1 : 2;
         goto out;
     }
+    struct sb_redis_config redis_cfg = {
+        .nodes = st->redis_nodes,
+        .user = st->redis_user,
+        .password = st->redis_password,
+        .timeout_ms = (unsigned)st->redis_timeout_ms,
+        .queue = (unsigned)st->redis_queue,
+    };
+    r = sb_redis_create(e, &redis_cfg, &redis);
+    if (r < 0) {
+        rc = r == -ENOMEM ? 1 : 2;
+        goto out;
+    }
+    sb_metrics_set_redis(redis);
     struct sb_gateway_config gc = {
         .engine = e,
         .handshake_timeout_ms = (uint64_t)st->handshake_timeout_ms,
@@ -353,6 +368,7 @@ static int serve(const struct sb_settings *st)
     }
     sb_webhook_stop();
     sb_presence_stop();
+    sb_redis_stop(redis);
     sb_engine_stop(e);
     sb_engine_wait(e);
     rc = 0;
@@ -364,6 +380,7 @@ out:
     sb_gateway_free();
     sb_webhook_free();
     sb_presence_free();
+    sb_redis_free(redis);
     sb_metrics_free();
     if (started)
         sb_log(SB_LOG_INFO, 0, "stopped");

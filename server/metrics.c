@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster/redis.h"
+
 /* A cache line of its own per worker, so counting never bounces a line between cores. */
 struct block {
     _Alignas(64) atomic_uint_fast64_t v[SB_M_COUNT];
@@ -17,6 +19,12 @@ struct block {
 
 static struct block *blocks;
 static unsigned nblocks;
+static const struct sb_redis *redis;
+
+void sb_metrics_set_redis(const struct sb_redis *r)
+{
+    redis = r;
+}
 
 static const struct {
     const char *name, *help, *labels;
@@ -144,6 +152,40 @@ static void engine_metric(struct out *o, const struct sb_engine *e, const char *
     }
 }
 
+/* The Redis Cluster client's counters (cluster/redis.h), summed over workers. */
+static void redis_metrics(struct out *o)
+{
+    struct sb_redis_stats st;
+    sb_redis_stats(redis, &st);
+    static const struct {
+        const char *name, *help;
+        size_t field;
+    } rows[] = {
+        {"switchboard_redis_commands_total", "Redis commands sent by the cluster client",
+         offsetof(struct sb_redis_stats, commands)},
+        {"switchboard_redis_errors_total",
+         "Redis commands that failed (typed error or Redis error reply)",
+         offsetof(struct sb_redis_stats, errors)},
+        {"switchboard_redis_timeouts_total",
+         "Redis commands with no answer within redis_timeout_ms",
+         offsetof(struct sb_redis_stats, timeouts)},
+        {"switchboard_redis_moved_total", "MOVED redirections followed",
+         offsetof(struct sb_redis_stats, moved)},
+        {"switchboard_redis_ask_total", "ASK redirections followed",
+         offsetof(struct sb_redis_stats, ask)},
+        {"switchboard_redis_reconnects_total", "Redis connections made again after a failure",
+         offsetof(struct sb_redis_stats, reconnects)},
+        {"switchboard_redis_topology_refreshes_total", "CLUSTER SLOTS queries sent",
+         offsetof(struct sb_redis_stats, refreshes)},
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        uint64_t v;
+        memcpy(&v, (const char *)&st + rows[i].field, sizeof(v));
+        header(o, rows[i].name, rows[i].help, "counter");
+        put(o, "%s %" PRIu64 "\n", rows[i].name, v);
+    }
+}
+
 #define ENGINE(name, help, type, field)                                                            \
     engine_metric(&o, e, name, help, type, offsetof(struct sb_worker_stats, field))
 
@@ -168,5 +210,7 @@ ssize_t sb_metrics_render(const struct sb_engine *e, char *buf, size_t cap)
             sum += atomic_load_explicit(&blocks[i].v[m], memory_order_relaxed);
         put(&o, "%s%s %" PRIu64 "\n", info[m].name, info[m].labels, sum);
     }
+    if (redis)
+        redis_metrics(&o);
     return o.len < o.cap ? (ssize_t)o.len : -ENOSPC;
 }

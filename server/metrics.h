@@ -50,6 +50,10 @@ void sb_metric_add(struct sb_worker *w, enum sb_metric m, uint64_t n);
 
 /* Sets the calling worker's value of a gauge. */
 void sb_metric_set(struct sb_worker *w, enum sb_metric m, uint64_t v);
+struct sb_redis;
+/* Adds the Redis Cluster client's counters to the rendering (NULL: none). Main thread, before
+ * the engine starts; r must outlive the engine. */
+void sb_metrics_set_redis(const struct sb_redis *r);
 
 /* Renders every metric into buf. Returns the length, or -ENOSPC. Any thread. */
 ssize_t sb_metrics_render(const struct sb_engine *e, char *buf, size_t cap);

@@ -63,6 +63,11 @@ struct sb_settings {
     char *tls_sni_file;
     int tls_min_version; /* 0 = TLS 1.2, 1 = TLS 1.3 */
     int64_t tls_ticket_rotate_s;
+    char *redis_nodes;
+    char *redis_user;
+    char *redis_password;
+    int64_t redis_timeout_ms;
+    int64_t redis_queue;
 };
 
 extern const struct sb_setting sb_settings_table[];

@@ -279,7 +279,9 @@ class GroupTest(sbtest.ServerTestCase):
                               "ack")
             await request(max_, {"type": "send", "id": "b0", "to": "kim", "body": "y"}, "ack")
             await request(max_, {"type": "send", "id": "g0", "conv": gid, "body": "z"}, "ack")
-            # Everything: one page per conversation, then the cursor.
+            # Everything: one page per conversation, then the cursor. (A message of the same
+            # millisecond as the cursor comes again next time: the sleep keeps this exact.)
+            await asyncio.sleep(0.01)
             pages, done = await collect(kim, {"type": "sync", "id": "s1", "since": "0"})
             self.assertEqual(sorted(pages), sorted([gid, "dm:kim:lee", "dm:kim:max"]))
             self.assertEqual([m["seq"] for m in pages["dm:kim:lee"]["messages"]], [1, 2, 3])
@@ -287,7 +289,6 @@ class GroupTest(sbtest.ServerTestCase):
                              ["created", ""])
             cursor = done["cursor"]
             # Since the cursor: only what came after it, only where something came.
-            await asyncio.sleep(0.01)
             await request(lee, {"type": "send", "id": "a3", "to": "kim", "body": "new"}, "ack")
             pages, done2 = await collect(kim, {"type": "sync", "id": "s2", "since": cursor})
             self.assertEqual(list(pages), ["dm:kim:lee"])
