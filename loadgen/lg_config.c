@@ -68,6 +68,9 @@ static const struct lg_option lg_options[] = {
      "messages each connection keeps in flight"},
     {"pipeline", M_FAN, OPT_U64, OFF(pipeline), 1, 1024, "K", "8",
      "messages the sender keeps in flight (one is in flight until every member received it)"},
+    {"batch-us", M_LAT | M_CHAT, OPT_DOUBLE, OFF(batch_us), 0, 1e6, "US", "0",
+     "wake this long after a message falls due and send it with all that fell due meanwhile "
+     "(fewer wake-ups per message; the wait counts in the latency)"},
     {"jwt-secret", M_MSGR, OPT_SECRET, 0, 0, 0, "SECRET", NULL,
      "the server's jwt_secret: loadgen mints each user's HS256 token with it (required)"},
     {"group-share", M_CHAT, OPT_DOUBLE, OFF(group_share), 0, 1, "F", "0.5",

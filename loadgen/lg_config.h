@@ -47,6 +47,7 @@ struct lg_config {
     double timeout_s; /* connect plus handshake */
     uint64_t size;    /* payload bytes per message */
     uint64_t pipeline;
+    double batch_us; /* latency, chat: let due sends gather this long before sending them */
     char jwt_secret[LG_SECRET_MAX]; /* chat, fanout: the server's HS256 secret */
     double group_share;             /* chat: fraction of users in groups (the rest in DMs) */
     uint64_t group_min, group_max;  /* chat: group sizes, uniform in [min, max] */

@@ -190,6 +190,7 @@ struct lg_worker {
         uint64_t sched_start; /* latency: time of message 0 */
         uint64_t sched_k;     /* latency: next message number */
         double interval_ns;   /* latency: time between messages of this worker */
+        uint64_t batch_ns;    /* latency, chat: --batch-us */
         uint32_t rr;          /* latency: next connection, round robin */
         uint64_t setup_at;    /* chat, fanout: when this worker's setup requests went out */
         uint64_t n;           /* chat, fanout: messages this worker has sent */

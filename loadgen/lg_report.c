@@ -283,7 +283,7 @@ static void json_parameters(FILE *f, const struct lg_config *cfg, const struct l
     if (cfg->mode == LG_MODE_ECHO)
         fprintf(f, ",\n    \"pipeline\": %llu", ull(cfg->pipeline));
     if (cfg->mode == LG_MODE_LATENCY || cfg->mode == LG_MODE_CHAT)
-        fprintf(f, ",\n    \"rate\": %g", cfg->msg_rate);
+        fprintf(f, ",\n    \"rate\": %g,\n    \"batch_us\": %g", cfg->msg_rate, cfg->batch_us);
     if (cfg->mode == LG_MODE_FANOUT)
         fprintf(f, ",\n    \"pipeline\": %llu", ull(cfg->pipeline));
     if (cfg->mode == LG_MODE_CHAT)

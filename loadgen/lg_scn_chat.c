@@ -95,6 +95,7 @@ static void chat_run_start(struct lg_worker *w)
     w->sc.rr = 0;
     if (w->cfg->msg_rate > 0) {
         w->sc.interval_ns = 1e9 / (w->cfg->msg_rate * w->share);
+        w->sc.batch_ns = (uint64_t)(w->cfg->batch_us * 1e3);
         return;
     }
     for (uint32_t i = 0; i < w->nconns; i++)
@@ -121,7 +122,7 @@ static uint64_t chat_tick(struct lg_worker *w)
     for (unsigned k = 0; k < SEND_BATCH; k++) {
         uint64_t due = w->sc.sched_start + (uint64_t)((double)w->sc.sched_k * w->sc.interval_ns);
         if (due > w->now)
-            return due;
+            return due + w->sc.batch_ns;
         struct lg_conn *c = next_sender(w);
         if (!c)
             return UINT64_MAX;
