@@ -114,6 +114,7 @@ struct lg_scenario {
     bool precise_clock; /* read the clock for every receive, not once per loop iteration */
     bool sparse_tx;     /* connections send rarely: free send buffers as soon as they drain */
     uint32_t gather;    /* keep this many bytes of each received message (0 = LG_WS_HEAD) */
+    bool lazy_ack;      /* delay ACKs: the handshake's last ACK rides on the upgrade request */
     /* Before the workers start, on the runner's thread: state shared by this process's
      * workers. Returns 0 or -errno (after saying why on stderr). */
     int (*prepare)(const struct lg_config *cfg, const struct lg_share *share);
