@@ -87,11 +87,15 @@ ssize_t lg_msgr_send(char *out, size_t cap, const char *run, uint64_t n, uint64_
     return (ssize_t)((size_t)head + body_len + 2);
 }
 
-ssize_t lg_msgr_conv_create(char *out, size_t cap, const char *id, uint32_t first, uint32_t count,
-                            uint32_t skip)
+ssize_t lg_msgr_conv_create(char *out, size_t cap, const char *id, const char *conv, uint32_t first,
+                            uint32_t count, uint32_t skip)
 {
-    int n = snprintf(
-        out, cap, "{\"type\":\"conv_create\",\"id\":\"%s\",\"name\":\"%s\",\"members\":[", id, id);
+    int n = conv ? snprintf(out, cap,
+                            "{\"type\":\"conv_add\",\"id\":\"%s\",\"conv\":\"%s\",\"users\":[", id,
+                            conv)
+                 : snprintf(out, cap,
+                            "{\"type\":\"conv_create\",\"id\":\"%s\",\"name\":\"%s\",\"members\":[",
+                            id, id);
     if (n < 0 || (size_t)n >= cap)
         return -ENOSPC;
     size_t len = (size_t)n;

@@ -61,10 +61,11 @@ ssize_t lg_msgr_send(char *out, size_t cap, const char *run, uint64_t n, uint64_
 
 /*
  * Writes {"type":"conv_create","id":id,"name":id,"members":[...]} with the users of connections
- * first .. first + count - 1 except skip. Returns the length or -ENOSPC.
+ * first .. first + count - 1 except skip; with conv (a group's id) instead
+ * {"type":"conv_add","id":id,"conv":conv,"users":[...]}. Returns the length or -ENOSPC.
  */
-ssize_t lg_msgr_conv_create(char *out, size_t cap, const char *id, uint32_t first, uint32_t count,
-                            uint32_t skip);
+ssize_t lg_msgr_conv_create(char *out, size_t cap, const char *id, const char *conv, uint32_t first,
+                            uint32_t count, uint32_t skip);
 
 /* Classifies a server message by its "type" (a prefix check first, the tokenizer if that fails). */
 enum lg_msgr_kind lg_msgr_kind(const char *p, size_t len);

@@ -111,19 +111,42 @@ static uint64_t due_for(struct lg_msgr_conv *cv)
     return online > 0 ? online - 1 : 0;
 }
 
-static void request_group(struct lg_worker *w, uint32_t i)
+/*
+ * Sends the next request that builds group i on c: conv_create with the first members, then
+ * conv_add for the rest. Returns 0, or -errno when the group cannot be built.
+ */
+static int request_members(struct lg_worker *w, struct lg_conn *c, uint32_t i)
 {
-    struct lg_msgr_rt *rt = &lg_msgr_rt;
-    struct lg_msgr_conv *cv = &rt->convs[i];
-    struct lg_conn *c = lg_msgr_conn_for(w, cv->owner);
+    struct lg_msgr_conv *cv = &lg_msgr_rt.convs[i];
+    uint32_t left = cv->count - 1 - cv->added;
+    uint32_t n = left < LG_MSGR_PER_REQUEST ? left : LG_MSGR_PER_REQUEST;
+    /* Members are a range with the owner at its start: the next n after those named so far. */
+    uint32_t from = cv->first + 1 + cv->added;
     char id[16];
     snprintf(id, sizeof(id), "g%u", i);
-    ssize_t len = -ENOTCONN;
-    if (c && c->state == LG_CS_OPEN)
-        len = lg_msgr_conv_create(w->scratch, w->scratch_cap, id, cv->first, cv->count, cv->owner);
-    if (len < 0 || lg_conn_send_op(w, c, SB_WS_TEXT, w->scratch, (size_t)len) < 0) {
-        atomic_store(&cv->state, LG_CONV_FAILED);
-        atomic_fetch_sub(&rt->groups_pending, 1);
+    ssize_t len = lg_msgr_conv_create(w->scratch, w->scratch_cap, id, cv->added ? cv->id : NULL,
+                                      from, n, cv->owner);
+    if (len < 0)
+        return (int)len;
+    int err = lg_conn_send_op(w, c, SB_WS_TEXT, w->scratch, (size_t)len);
+    if (err < 0)
+        return err;
+    cv->added += n;
+    return 0;
+}
+
+static void group_failed(struct lg_msgr_conv *cv)
+{
+    atomic_store(&cv->state, LG_CONV_FAILED);
+    atomic_fetch_sub(&lg_msgr_rt.groups_pending, 1);
+}
+
+static void request_group(struct lg_worker *w, uint32_t i)
+{
+    struct lg_msgr_conv *cv = &lg_msgr_rt.convs[i];
+    struct lg_conn *c = lg_msgr_conn_for(w, cv->owner);
+    if (!c || c->state != LG_CS_OPEN || request_members(w, c, i) < 0) {
+        group_failed(cv);
         return;
     }
     atomic_store(&cv->state, LG_CONV_REQUESTED);
@@ -242,7 +265,7 @@ static void on_error(struct lg_worker *w, struct lg_conn *c, const char *p, size
         atomic_fetch_sub(&rt->groups_pending, 1);
 }
 
-static void on_conv(struct lg_worker *w, const char *p, size_t len)
+static void on_conv(struct lg_worker *w, struct lg_conn *c, const char *p, size_t len)
 {
     struct lg_msgr_rt *rt = &lg_msgr_rt;
     char id[32], conv[LG_MSGR_CONV_MAX];
@@ -255,6 +278,12 @@ static void on_conv(struct lg_worker *w, const char *p, size_t len)
     if (atomic_load(&cv->state) != LG_CONV_REQUESTED)
         return;
     memcpy(cv->id, conv, sizeof(cv->id));
+    if (cv->added + 1 < cv->count) {
+        /* More members than one request may name: add them once the group exists. */
+        if (request_members(w, c, g) < 0)
+            group_failed(cv);
+        return;
+    }
     atomic_store_explicit(&cv->state, LG_CONV_READY, memory_order_release);
     atomic_fetch_sub(&rt->groups_pending, 1);
     w->stats.c[LG_C_GROUPS]++;
@@ -300,7 +329,7 @@ void lg_msgr_message(struct lg_worker *w, struct lg_conn *c, const struct lg_ws_
         on_error(w, c, p, len);
         break;
     case LG_MK_CONV:
-        on_conv(w, p, len);
+        on_conv(w, c, p, len);
         break;
     case LG_MK_WELCOME:
     case LG_MK_OTHER:

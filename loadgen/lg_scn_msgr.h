@@ -7,8 +7,9 @@
  * filled in by the scenario's prepare hook before the workers start). Both scenarios therefore
  * run in a single process (one process holds up to ~19,700 connections here).
  *
- * Groups are created in SETUP by their owner's worker (conv_create); RUN starts once every
- * group has been answered. Each send adds the conversation's online members but the sender to
+ * Groups are created in SETUP by their owner's worker (conv_create, then conv_add for members
+ * past LG_MSGR_PER_REQUEST, one request at a time); RUN starts once every group has been
+ * answered. Each send adds the conversation's online members but the sender to
  * the deliveries expected, and the run drains until every one has arrived or LG_DRAIN_NS passed.
  */
 #ifndef SB_LOADGEN_LG_SCN_MSGR_H
@@ -23,6 +24,7 @@
 #include "proto/jwt.h"
 
 #define LG_MSGR_NO_CONV UINT32_MAX
+#define LG_MSGR_PER_REQUEST 1000 /* users one conv_create or conv_add may name */
 
 enum lg_conv_state {
     LG_CONV_NEW,       /* a group not requested yet */
@@ -35,6 +37,7 @@ struct lg_msgr_conv {
     char id[LG_MSGR_CONV_MAX]; /* a group's id from the server ("g:..."); "" for a DM */
     uint32_t first, count;     /* members: connections first .. first + count - 1 */
     uint32_t owner;            /* creates the group */
+    uint32_t added;            /* members named in requests so far (the owner not counted) */
     bool is_group;
     _Atomic uint32_t online; /* members connected now */
     _Atomic int state;       /* enum lg_conv_state */

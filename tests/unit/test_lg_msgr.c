@@ -44,10 +44,14 @@ static void test_requests(void)
     CHECK(n > 0 && parses(buf, (size_t)n));
     CHECK(memmem(buf, (size_t)n, "\"to\":\"lg4\"", 10) != NULL);
     CHECK_INT(lg_msgr_send(buf, 40, "abcd0123", 5, 1, true, "lg4", body, 64), -ENOSPC);
-    n = lg_msgr_conv_create(buf, sizeof(buf), "g3", 10, 5, 10);
+    n = lg_msgr_conv_create(buf, sizeof(buf), "g3", NULL, 10, 5, 10);
     CHECK(n > 0 && parses(buf, (size_t)n));
     CHECK(memmem(buf, (size_t)n, "[\"lg11\",\"lg12\",\"lg13\",\"lg14\"]", 29) != NULL);
-    CHECK_INT(lg_msgr_conv_create(buf, 60, "g3", 0, 100, 0), -ENOSPC);
+    CHECK_INT(lg_msgr_conv_create(buf, 60, "g3", NULL, 0, 100, 0), -ENOSPC);
+    n = lg_msgr_conv_create(buf, sizeof(buf), "g3", "g:0011223344556677", 20, 2, 0);
+    CHECK(n > 0 && parses(buf, (size_t)n));
+    CHECK_STR(buf, "{\"type\":\"conv_add\",\"id\":\"g3\",\"conv\":\"g:0011223344556677\","
+                   "\"users\":[\"lg20\",\"lg21\"]}");
     n = lg_msgr_path(buf, sizeof(buf), "/ws", "a.b.c");
     CHECK_STR(buf, "/ws?token=a.b.c&device=lg");
     n = lg_msgr_path(buf, sizeof(buf), "/ws?x=1", "t");
