@@ -198,12 +198,25 @@ int lg_msgr_ack(const char *p, size_t len, const char *run, uint64_t *t)
     return get_hex(dot + 1, (int)digits, t);
 }
 
+/* True for an id of the protocol's alphabet ([A-Za-z0-9_.@:-]): safe inside a JSON string. */
+static bool is_id(const char *v, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        char ch = v[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '_' || ch == '.' || ch == '@' || ch == ':' || ch == '-'))
+            return false;
+    }
+    return len > 0;
+}
+
 int lg_msgr_conv(const char *p, size_t len, char *id, size_t idcap, char *conv, size_t convcap)
 {
     size_t ilen, clen;
     const char *i = find_str(p, len, "id", &ilen);
     const char *c = find_str(p, len, "conv", &clen);
-    if (!i || !c || ilen >= idcap || clen >= convcap || clen == 0)
+    /* The group's id goes back into our requests verbatim, so only a well-formed one is taken. */
+    if (!i || !c || ilen >= idcap || clen >= convcap || !is_id(i, ilen) || !is_id(c, clen))
         return -EBADMSG;
     memcpy(id, i, ilen);
     id[ilen] = '\0';

@@ -86,7 +86,7 @@ int lg_msgr_ack(const char *p, size_t len, const char *run, uint64_t *t);
 /*
  * Reads the answer to a conv_create: its "id" (copied to id, cap idcap) and its "conv" (the
  * group's id, copied to conv). Only the start of the answer is needed: the member list that
- * follows may be cut off. Returns 0 or -EBADMSG.
+ * follows may be cut off. Both must be ids ([A-Za-z0-9_.@:-]+). Returns 0 or -EBADMSG.
  */
 int lg_msgr_conv(const char *p, size_t len, char *id, size_t idcap, char *conv, size_t convcap);
 
