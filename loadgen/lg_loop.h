@@ -193,7 +193,8 @@ struct lg_worker {
         double interval_ns;   /* latency: time between messages of this worker */
         uint64_t batch_ns;    /* latency, chat: --batch-us */
         uint32_t rr;          /* latency: next connection, round robin */
-        uint64_t setup_at;    /* chat, fanout: when this worker's setup requests went out */
+        uint64_t setup_at;    /* chat, fanout: when this worker entered SETUP */
+        bool setup_sent;      /* chat, fanout: this worker's group requests went out */
         uint64_t n;           /* chat, fanout: messages this worker has sent */
     } sc;
     char *scratch; /* chat, fanout: where requests are built before framing */

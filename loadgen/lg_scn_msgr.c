@@ -30,6 +30,10 @@ int lg_msgr_prepare(const struct lg_config *cfg, const struct lg_share *share, u
     if (getrandom(&nonce, sizeof(nonce), 0) != sizeof(nonce))
         nonce = (uint32_t)time(NULL) ^ (uint32_t)(uintptr_t)rt;
     snprintf(rt->run, sizeof(rt->run), "%08x", nonce);
+    /* As many workers as lg_loop_run starts for this share. */
+    rt->workers = share->threads ? share->threads : 1;
+    if (rt->workers > share->count && share->count > 0)
+        rt->workers = (unsigned)share->count;
     rt->key.secret = (const uint8_t *)cfg->jwt_secret;
     rt->key.secret_len = strlen(cfg->jwt_secret);
     rt->convs = calloc(nconvs ? nconvs : 1, sizeof(*rt->convs));
@@ -157,11 +161,17 @@ bool lg_msgr_setup(struct lg_worker *w, uint64_t *next)
     struct lg_msgr_rt *rt = &lg_msgr_rt;
     if (w->sc.setup_at == 0) {
         w->sc.setup_at = w->now;
+        atomic_fetch_add(&rt->ramped, 1);
+    }
+    /* A member still connecting on another worker would not be counted online by the sends
+     * (and its deliveries would not be due): everyone is up before anything is sent. */
+    if (!w->sc.setup_sent && atomic_load(&rt->ramped) >= rt->workers) {
+        w->sc.setup_sent = true;
         for (uint32_t i = 0; i < rt->nconvs; i++)
             if (rt->convs[i].is_group && lg_msgr_conn_for(w, rt->convs[i].owner))
                 request_group(w, i);
     }
-    if (atomic_load(&rt->groups_pending) == 0)
+    if (w->sc.setup_sent && atomic_load(&rt->groups_pending) == 0)
         return true;
     *next = w->now + SETUP_POLL_NS;
     return false;

@@ -7,7 +7,9 @@
  * filled in by the scenario's prepare hook before the workers start). Both scenarios therefore
  * run in a single process (one process holds up to ~19,700 connections here).
  *
- * Groups are created in SETUP by their owner's worker (conv_create, then conv_add for members
+ * SETUP waits until every worker of the process has ramped up, so that every member is online
+ * (and counted in its conversation) before anything is sent. Groups are created in SETUP by
+ * their owner's worker (conv_create, then conv_add for members
  * past LG_MSGR_PER_REQUEST, one request at a time); RUN starts once every group has been
  * answered. Each send adds the conversation's online members but the sender to
  * the deliveries expected, and the run drains until every one has arrived or LG_DRAIN_NS passed.
@@ -50,7 +52,9 @@ struct lg_msgr_rt {
     struct sb_jwt_key key;
     struct lg_msgr_conv *convs;
     uint32_t nconvs;
-    uint32_t *user_conv; /* per user: index into convs, or LG_MSGR_NO_CONV */
+    uint32_t *user_conv;     /* per user: index into convs, or LG_MSGR_NO_CONV */
+    unsigned workers;        /* worker threads of this process */
+    _Atomic unsigned ramped; /* workers whose every connection is up (or failed) */
     _Atomic uint32_t groups_pending;
     _Atomic uint64_t expected, received; /* deliveries over all workers, for the drain */
     _Atomic int error_shown;             /* one sample of the server's errors goes to stderr */
