@@ -195,6 +195,7 @@ struct lg_worker {
         uint32_t rr;          /* latency: next connection, round robin */
         uint64_t setup_at;    /* chat, fanout: when this worker entered SETUP */
         bool setup_sent;      /* chat, fanout: this worker's group requests went out */
+        bool run_over;        /* chat, fanout: counted in lg_msgr_rt.ran */
         uint64_t n;           /* chat, fanout: messages this worker has sent */
     } sc;
     char *scratch; /* chat, fanout: where requests are built before framing */

@@ -349,8 +349,15 @@ void lg_msgr_message(struct lg_worker *w, struct lg_conn *c, const struct lg_ws_
 
 bool lg_msgr_drained(struct lg_worker *w)
 {
-    return w->sc.outstanding == 0 &&
-           atomic_load(&lg_msgr_rt.received) >= atomic_load(&lg_msgr_rt.expected);
+    struct lg_msgr_rt *rt = &lg_msgr_rt;
+    if (!w->sc.run_over) {
+        w->sc.run_over = true;
+        atomic_fetch_add(&rt->ran, 1);
+    }
+    /* A worker that closed its members while another still sends would make those sends'
+     * deliveries go missing: the drain ends for all at once, when nothing more can be due. */
+    return atomic_load(&rt->ran) >= rt->workers && w->sc.outstanding == 0 &&
+           atomic_load(&rt->received) >= atomic_load(&rt->expected);
 }
 
 void lg_msgr_finish(struct lg_worker *w)

@@ -55,6 +55,7 @@ struct lg_msgr_rt {
     uint32_t *user_conv;     /* per user: index into convs, or LG_MSGR_NO_CONV */
     unsigned workers;        /* worker threads of this process */
     _Atomic unsigned ramped; /* workers whose every connection is up (or failed) */
+    _Atomic unsigned ran;    /* workers past RUN: until all are, more sends may come */
     _Atomic uint32_t groups_pending;
     _Atomic uint64_t expected, received; /* deliveries over all workers, for the drain */
     _Atomic int error_shown;             /* one sample of the server's errors goes to stderr */
