@@ -1,4 +1,5 @@
 #include "loadgen/lg_config.h"
+#include "loadgen/lg_msgr.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -16,6 +17,7 @@ enum opt_type {
     OPT_IPV4,
     OPT_IO_MODE,
     OPT_FLAG,
+    OPT_SECRET,
 };
 
 struct lg_option {
@@ -33,19 +35,26 @@ struct lg_option {
 #define M_HOLD LG_M(LG_MODE_HOLD)
 #define M_ECHO LG_M(LG_MODE_ECHO)
 #define M_LAT LG_M(LG_MODE_LATENCY)
+#define M_CHAT LG_M(LG_MODE_CHAT)
+#define M_FAN LG_M(LG_MODE_FANOUT)
+#define M_MSGR (M_CHAT | M_FAN)
 
 /* Two rows may share a name when their modes differ: --rate means what the mode rates. */
 static const struct lg_option lg_options[] = {
     {"target", LG_M_ALL, OPT_TARGETS, 0, 0, 0, "HOST:PORT[,...]", "127.0.0.1:8080",
      "server address; repeat or comma-separate for several ports (connection i uses target i % n)"},
-    {"path", LG_M_ALL, OPT_PATH, 0, 0, 0, "PATH", "/echo", "request target of the upgrade"},
+    {"path", LG_M_ALL, OPT_PATH, 0, 0, 0, "PATH", "/echo (chat, fanout: /ws)",
+     "request target of the upgrade (chat and fanout append ?token=...&device=...)"},
     {"connections", LG_M_ALL, OPT_U64, OFF(connections), 1, 1e8, "N", "100",
      "connections to open (k and M suffixes: 30k)"},
     {"rate", M_HOLD, OPT_DOUBLE, OFF(connect_rate), 0, 1e8, "N", "10000",
      "connections opened per second over all threads and processes (0 = unpaced)"},
     {"rate", M_LAT, OPT_DOUBLE, OFF(msg_rate), 1, 1e9, "N", "1000",
      "messages per second over all connections, on a fixed schedule"},
-    {"connect-rate", M_ECHO | M_LAT, OPT_DOUBLE, OFF(connect_rate), 0, 1e8, "N", "10000",
+    {"rate", M_CHAT, OPT_DOUBLE, OFF(msg_rate), 0, 1e9, "N", "1000",
+     "messages per second over all users, on a fixed schedule (0 = closed loop: each user "
+     "sends its next message when the previous one is acked)"},
+    {"connect-rate", M_ECHO | M_LAT | M_MSGR, OPT_DOUBLE, OFF(connect_rate), 0, 1e8, "N", "10000",
      "connections opened per second while ramping up (0 = unpaced)"},
     {"duration", LG_M_ALL, OPT_DOUBLE, OFF(duration_s), 0.001, 86400, "SECONDS", "10",
      "how long to hold (hold) or measure (echo, latency) once all connections are up"},
@@ -53,8 +62,21 @@ static const struct lg_option lg_options[] = {
      "limit for connect plus handshake of one connection"},
     {"size", M_ECHO | M_LAT, OPT_U64, OFF(size), 0, 16 << 20, "BYTES", "16",
      "payload bytes per message (latency needs at least 16)"},
+    {"size", M_MSGR, OPT_U64, OFF(size), LG_MSGR_BODY_MIN, LG_MSGR_BODY_MAX, "BYTES", "64",
+     "bytes of each message's body (it carries the send time and a message number)"},
     {"pipeline", M_ECHO, OPT_U64, OFF(pipeline), 1, 4096, "K", "1",
      "messages each connection keeps in flight"},
+    {"pipeline", M_FAN, OPT_U64, OFF(pipeline), 1, 1024, "K", "8",
+     "messages the sender keeps in flight (one is in flight until every member received it)"},
+    {"batch-us", M_LAT | M_CHAT, OPT_DOUBLE, OFF(batch_us), 0, 1e6, "US", "0",
+     "wake this long after a message falls due and send it with all that fell due meanwhile "
+     "(fewer wake-ups per message; the wait counts in the latency)"},
+    {"jwt-secret", M_MSGR, OPT_SECRET, 0, 0, 0, "SECRET", NULL,
+     "the server's jwt_secret: loadgen mints each user's HS256 token with it (required)"},
+    {"group-share", M_CHAT, OPT_DOUBLE, OFF(group_share), 0, 1, "F", "0.5",
+     "fraction of the users that are in groups; the others are paired in direct conversations"},
+    {"group-min", M_CHAT, OPT_U64, OFF(group_min), 2, 10000, "N", "10", "smallest group"},
+    {"group-max", M_CHAT, OPT_U64, OFF(group_max), 2, 10000, "N", "100", "largest group"},
     {"threads", LG_M_ALL, OPT_U64, OFF(threads), 0, 4096, "N", "CPUs",
      "worker threads over all processes, one io_uring each (0 = CPUs we may run on)"},
     {"processes", LG_M_ALL, OPT_U64, OFF(processes), 0, 1024, "N", "auto",
@@ -81,9 +103,8 @@ static const struct lg_option lg_options[] = {
 #define NOPTIONS (sizeof(lg_options) / sizeof(lg_options[0]))
 
 static const char *const mode_names[LG_MODE_COUNT] = {
-    [LG_MODE_HOLD] = "hold",
-    [LG_MODE_ECHO] = "echo",
-    [LG_MODE_LATENCY] = "latency",
+    [LG_MODE_HOLD] = "hold", [LG_MODE_ECHO] = "echo",     [LG_MODE_LATENCY] = "latency",
+    [LG_MODE_CHAT] = "chat", [LG_MODE_FANOUT] = "fanout",
 };
 
 static const char *const mode_help[LG_MODE_COUNT] = {
@@ -91,6 +112,10 @@ static const char *const mode_help[LG_MODE_COUNT] = {
     [LG_MODE_ECHO] = "closed loop: each connection keeps --pipeline messages in flight",
     [LG_MODE_LATENCY] = ("open loop: --rate messages/s on a fixed schedule, latency corrected "
                          "for coordinated omission"),
+    [LG_MODE_CHAT] = ("messaging: users in direct conversations and groups send at --rate; "
+                      "end-to-end delivery latency from the intended send time"),
+    [LG_MODE_FANOUT] = ("messaging: one sender posts to a group of every other connection; "
+                        "deliveries/s and the latency to the last member"),
 };
 
 const char *lg_mode_name(enum lg_mode mode)
@@ -138,6 +163,14 @@ static void set_defaults(struct lg_config *cfg, enum lg_mode mode)
     cfg->size = 16;
     cfg->pipeline = 1;
     cfg->per_process = 15000;
+    cfg->group_share = 0.5;
+    cfg->group_min = 10;
+    cfg->group_max = 100;
+    if (LG_MODE_IS_MSGR(mode)) {
+        snprintf(cfg->path, sizeof(cfg->path), "/ws");
+        cfg->size = 64;
+        cfg->pipeline = 8;
+    }
     cfg->source_from.s_addr = htonl(INADDR_LOOPBACK);
     const char *io = getenv("SWITCHBOARD_IO_MODE");
     cfg->compat_io = io && strcmp(io, "compat") == 0;
@@ -265,6 +298,14 @@ static int set_option(struct lg_config *cfg, const struct lg_option *o, const ch
     case OPT_FLAG:
         *(bool *)(void *)field = true;
         return 0;
+    case OPT_SECRET:
+        if (val[0] == '\0' || strlen(val) >= sizeof(cfg->jwt_secret)) {
+            fprintf(stderr, "switchboard-loadgen: --%s wants 1 to %d bytes\n", o->name,
+                    LG_SECRET_MAX - 1);
+            return -EINVAL;
+        }
+        snprintf(cfg->jwt_secret, sizeof(cfg->jwt_secret), "%s", val);
+        return 0;
     }
     return -EINVAL;
 }
@@ -290,6 +331,22 @@ static int validate(const struct lg_config *cfg)
     if (cfg->mode == LG_MODE_LATENCY && cfg->size < 16) {
         fprintf(stderr, "switchboard-loadgen: latency needs --size of at least 16 (the payload "
                         "carries a sequence number and the intended send time)\n");
+        return -EINVAL;
+    }
+    if (LG_MODE_IS_MSGR(cfg->mode) && cfg->jwt_secret[0] == '\0') {
+        fprintf(stderr,
+                "switchboard-loadgen: %s needs --jwt-secret (the server's jwt_secret), "
+                "to mint the users' tokens\n",
+                lg_mode_name(cfg->mode));
+        return -EINVAL;
+    }
+    if (cfg->mode == LG_MODE_FANOUT && cfg->connections < 2) {
+        fprintf(stderr, "switchboard-loadgen: fanout needs at least 2 connections (a sender "
+                        "and a member)\n");
+        return -EINVAL;
+    }
+    if (cfg->mode == LG_MODE_CHAT && cfg->group_min > cfg->group_max) {
+        fprintf(stderr, "switchboard-loadgen: --group-min is larger than --group-max\n");
         return -EINVAL;
     }
     uint64_t first = ntohl(cfg->source_from.s_addr);

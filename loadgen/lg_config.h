@@ -13,8 +13,19 @@
 
 #define LG_MAX_TARGETS 64
 #define LG_PATH_MAX 256
+#define LG_SECRET_MAX 512
 
-enum lg_mode { LG_MODE_HOLD, LG_MODE_ECHO, LG_MODE_LATENCY, LG_MODE_COUNT };
+enum lg_mode {
+    LG_MODE_HOLD,
+    LG_MODE_ECHO,
+    LG_MODE_LATENCY,
+    LG_MODE_CHAT,
+    LG_MODE_FANOUT,
+    LG_MODE_COUNT
+};
+
+/* The messaging scenarios: JSON protocol on /ws, one user per connection. */
+#define LG_MODE_IS_MSGR(mode) ((mode) == LG_MODE_CHAT || (mode) == LG_MODE_FANOUT)
 
 #define LG_M(mode) (1u << (mode))
 #define LG_M_ALL ((1u << LG_MODE_COUNT) - 1)
@@ -31,15 +42,19 @@ struct lg_config {
     char path[LG_PATH_MAX];
     uint64_t connections;
     double connect_rate; /* connections opened per second overall; 0 = as fast as possible */
-    double msg_rate;     /* latency: messages per second overall */
+    double msg_rate;     /* latency, chat: messages per second overall (chat: 0 = closed loop) */
     double duration_s;
     double timeout_s; /* connect plus handshake */
     uint64_t size;    /* payload bytes per message */
     uint64_t pipeline;
-    uint64_t threads;     /* worker threads over all processes; 0 = CPUs we may run on */
-    uint64_t processes;   /* 0 = automatic (by the descriptor limit) */
-    uint64_t per_process; /* connections per child process in automatic mode */
-    uint64_t sources;     /* bind to this many source addresses; 0 = let the kernel choose */
+    double batch_us; /* latency, chat: let due sends gather this long before sending them */
+    char jwt_secret[LG_SECRET_MAX]; /* chat, fanout: the server's HS256 secret */
+    double group_share;             /* chat: fraction of users in groups (the rest in DMs) */
+    uint64_t group_min, group_max;  /* chat: group sizes, uniform in [min, max] */
+    uint64_t threads;               /* worker threads over all processes; 0 = CPUs we may run on */
+    uint64_t processes;             /* 0 = automatic (by the descriptor limit) */
+    uint64_t per_process;           /* connections per child process in automatic mode */
+    uint64_t sources; /* bind to this many source addresses; 0 = let the kernel choose */
     struct in_addr source_from;
     char json_path[LG_PATH_MAX];
     bool quiet;

@@ -64,6 +64,10 @@ const struct lg_scenario *lg_scenario_for(enum lg_mode mode)
         return &lg_scenario_echo;
     case LG_MODE_LATENCY:
         return &lg_scenario_latency;
+    case LG_MODE_CHAT:
+        return &lg_scenario_chat;
+    case LG_MODE_FANOUT:
+        return &lg_scenario_fanout;
     case LG_MODE_COUNT:
         break;
     }
@@ -133,6 +137,8 @@ static void conn_release(struct lg_conn *c)
     free(c->rxbuf);
     free(c->tx[0].data);
     free(c->tx[1].data);
+    free(c->rx.gather);
+    c->rx.gather = NULL;
     c->hs = NULL;
     c->rxbuf = NULL;
     memset(c->tx, 0, sizeof(c->tx));
@@ -225,6 +231,16 @@ void lg_conn_established(struct lg_worker *w, struct lg_conn *c)
     c->state = LG_CS_OPEN;
     free(c->hs);
     c->hs = NULL;
+    if (w->scn->gather && !c->rx.gather) {
+        c->rx.gather = malloc(w->scn->gather);
+        if (!c->rx.gather) {
+            lg_conn_drop(w, c, LG_C_DROPPED, false);
+            return;
+        }
+        c->rx.gather_cap = w->scn->gather;
+    }
+    if (w->scn->established)
+        w->scn->established(w, c);
 }
 
 /* An I/O error on c: a failed attempt before the handshake ended, a drop after. */
@@ -268,7 +284,13 @@ void lg_conn_tx_commit(struct lg_worker *w, struct lg_conn *c, size_t n)
 
 int lg_conn_send(struct lg_worker *w, struct lg_conn *c, const void *payload, size_t len)
 {
-    int err = w->proto->send(w, c, SB_WS_BINARY, payload, len);
+    return lg_conn_send_op(w, c, SB_WS_BINARY, payload, len);
+}
+
+int lg_conn_send_op(struct lg_worker *w, struct lg_conn *c, uint8_t opcode, const void *payload,
+                    size_t len)
+{
+    int err = w->proto->send(w, c, opcode, payload, len);
     if (err < 0)
         lg_conn_drop(w, c, LG_C_DROPPED, false);
     return err;
@@ -358,6 +380,13 @@ static void conn_start(struct lg_worker *w, struct lg_conn *c)
     w->pending++;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (w->scn->lazy_ack) {
+        /* TCP_QUICKACK 0 puts the socket in delayed-ACK ("pingpong") mode before connect, so the
+         * kernel holds the ACK of the SYN-ACK for the data that follows: the upgrade request
+         * carries it, and each connection costs both ends one segment less on loopback. */
+        int zero = 0;
+        setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &zero, sizeof(zero));
+    }
     if (cfg->sources > 0) {
         /* Without NO_PORT, bind() picks the port for the source address alone, and 28k ports
          * would cap every source address; with it, the port is chosen at connect() time per
@@ -570,8 +599,6 @@ static void end_run(struct lg_worker *w)
 
 static void enter_run(struct lg_worker *w)
 {
-    if (w->stats.c[LG_C_ESTABLISHED] > 0)
-        w->stats.ramp_ns = w->last_established - w->t0;
     w->phase = LG_PHASE_RUN;
     w->run_start = w->now;
     w->phase_end = w->now + (uint64_t)(w->cfg->duration_s * 1e9);
@@ -605,10 +632,40 @@ static uint64_t step_ramp(struct lg_worker *w)
     }
     uint64_t expiry = expire_pending(w);
     if (w->next_start == w->nconns && w->pending == 0) {
-        enter_run(w);
+        if (w->stats.c[LG_C_ESTABLISHED] > 0)
+            w->stats.ramp_ns = w->last_established - w->t0;
+        if (w->scn->setup) {
+            w->phase = LG_PHASE_SETUP;
+            w->phase_end = w->now + LG_SETUP_NS;
+        } else {
+            enter_run(w);
+        }
         return w->now;
     }
     return next < expiry ? next : expiry;
+}
+
+static uint64_t step_setup(struct lg_worker *w)
+{
+    uint64_t next = w->phase_end;
+    if (lg_loop_stop_requested()) {
+        w->stats.c[LG_C_OPEN_AT_END] = w->open;
+        enter_close(w);
+        return w->now;
+    }
+    if (w->now >= w->phase_end) {
+        fprintf(stderr,
+                "switchboard-loadgen: worker %u: setup did not finish within %llu s; "
+                "measuring anyway\n",
+                w->index, (unsigned long long)(LG_SETUP_NS / 1000000000ULL));
+        enter_run(w);
+        return w->now;
+    }
+    if (w->scn->setup(w, &next)) {
+        enter_run(w);
+        return w->now;
+    }
+    return next < w->phase_end ? next : w->phase_end;
 }
 
 static uint64_t step_run(struct lg_worker *w)
@@ -644,6 +701,8 @@ static uint64_t step(struct lg_worker *w)
     switch (w->phase) {
     case LG_PHASE_RAMP:
         return step_ramp(w);
+    case LG_PHASE_SETUP:
+        return step_setup(w);
     case LG_PHASE_RUN:
         return step_run(w);
     case LG_PHASE_DRAIN:
@@ -846,6 +905,13 @@ static int init_worker(struct lg_worker *w, const struct lg_config *cfg, uint64_
     w->payload = calloc(1, cfg->size + 1);
     if (!w->conns || !w->payload)
         return -ENOMEM;
+    if (LG_MODE_IS_MSGR(cfg->mode)) {
+        /* A conv_create names every member: ~10 bytes each. */
+        w->scratch_cap = 4096 + 2 * cfg->size + 16 * cfg->connections;
+        w->scratch = malloc(w->scratch_cap);
+        if (!w->scratch)
+            return -ENOMEM;
+    }
     /* A fixed, recognizable filler; the scenarios stamp their sequence numbers over the front. */
     for (uint64_t i = 0; i < cfg->size; i++)
         w->payload[i] = (uint8_t)('a' + i % 26);
@@ -929,7 +995,9 @@ int lg_loop_run(const struct lg_config *cfg, const struct lg_share *share, lg_pr
     unsigned ncpus = allowed_cpus(cpus, CPU_SETSIZE);
     if (!ws)
         return -ENOMEM;
-    int err = 0;
+    const struct lg_scenario *scn = lg_scenario_for(cfg->mode);
+    int err = scn->prepare ? scn->prepare(cfg, share) : 0;
+    bool prepared = err == 0;
     for (unsigned i = 0; i < n && !err; i++) {
         uint64_t lo = share->first + share->count * i / n;
         uint64_t hi = share->first + share->count * (i + 1) / n;
@@ -959,7 +1027,10 @@ int lg_loop_run(const struct lg_config *cfg, const struct lg_share *share, lg_pr
     for (unsigned i = 0; i < n; i++) {
         free(ws[i].conns);
         free(ws[i].payload);
+        free(ws[i].scratch);
     }
     free(ws);
+    if (prepared && scn->release)
+        scn->release();
     return err;
 }

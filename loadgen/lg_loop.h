@@ -4,6 +4,7 @@
  *
  * A worker walks its connections through phases:
  *   RAMP   open connections on a schedule (--rate), bound each attempt by --timeout;
+ *   SETUP  only for scenarios with a setup hook: e.g. create the groups, before measuring;
  *   RUN    --duration seconds of the scenario's traffic (the measurement window);
  *   DRAIN  no new messages; wait up to LG_DRAIN_NS for replies still in flight;
  *   CLOSE  send close frames, wait up to LG_CLOSE_NS for the server to close; then force.
@@ -32,9 +33,11 @@
 
 #define LG_DRAIN_NS 2000000000ULL
 #define LG_CLOSE_NS 2000000000ULL
+#define LG_SETUP_NS 30000000000ULL
 
 enum lg_phase {
     LG_PHASE_RAMP,
+    LG_PHASE_SETUP,
     LG_PHASE_RUN,
     LG_PHASE_DRAIN,
     LG_PHASE_CLOSE,
@@ -87,6 +90,7 @@ struct lg_conn {
 };
 
 struct lg_worker;
+struct lg_share;
 
 struct lg_proto {
     const char *name;
@@ -103,11 +107,27 @@ struct lg_proto {
 
 extern const struct lg_proto lg_proto_ws;
 
-/* Hooks a scenario provides; any may be NULL. All run on the worker's thread. */
+/* Hooks a scenario provides; any may be NULL. All but prepare and release run on the worker's
+ * thread. */
 struct lg_scenario {
     enum lg_mode mode;
     bool precise_clock; /* read the clock for every receive, not once per loop iteration */
     bool sparse_tx;     /* connections send rarely: free send buffers as soon as they drain */
+    uint32_t gather;    /* keep this many bytes of each received message (0 = LG_WS_HEAD) */
+    bool lazy_ack;      /* delay ACKs: the handshake's last ACK rides on the upgrade request */
+    /* Before the workers start, on the runner's thread: state shared by this process's
+     * workers. Returns 0 or -errno (after saying why on stderr). */
+    int (*prepare)(const struct lg_config *cfg, const struct lg_share *share);
+    /* After every worker has ended, on the runner's thread. */
+    void (*release)(void);
+    /* Writes the upgrade's request target for c (default: --path). Returns its length or
+     * -ENOSPC. */
+    ssize_t (*request_path)(struct lg_worker *w, struct lg_conn *c, char *out, size_t cap);
+    /* A connection completed its handshake. */
+    void (*established)(struct lg_worker *w, struct lg_conn *c);
+    /* SETUP, every iteration: returns true once this worker may start RUN, else sets *next
+     * to when it wants to be called again. RUN starts at LG_SETUP_NS even if it never does. */
+    bool (*setup)(struct lg_worker *w, uint64_t *next);
     /* RUN begins: every established connection is in LG_CS_OPEN. */
     void (*run_start)(struct lg_worker *w);
     /* Called every RUN iteration; returns the next time (ns) it wants to run, or UINT64_MAX. */
@@ -125,6 +145,8 @@ struct lg_scenario {
 extern const struct lg_scenario lg_scenario_hold;
 extern const struct lg_scenario lg_scenario_echo;
 extern const struct lg_scenario lg_scenario_latency;
+extern const struct lg_scenario lg_scenario_chat;
+extern const struct lg_scenario lg_scenario_fanout;
 
 /* Returns the scenario that implements mode. */
 const struct lg_scenario *lg_scenario_for(enum lg_mode mode);
@@ -169,8 +191,15 @@ struct lg_worker {
         uint64_t sched_start; /* latency: time of message 0 */
         uint64_t sched_k;     /* latency: next message number */
         double interval_ns;   /* latency: time between messages of this worker */
+        uint64_t batch_ns;    /* latency, chat: --batch-us */
         uint32_t rr;          /* latency: next connection, round robin */
+        uint64_t setup_at;    /* chat, fanout: when this worker entered SETUP */
+        bool setup_sent;      /* chat, fanout: this worker's group requests went out */
+        bool run_over;        /* chat, fanout: counted in lg_msgr_rt.ran */
+        uint64_t n;           /* chat, fanout: messages this worker has sent */
     } sc;
+    char *scratch; /* chat, fanout: where requests are built before framing */
+    size_t scratch_cap;
 
     struct lg_stats stats;
     struct lg_live live;
@@ -219,6 +248,10 @@ void lg_conn_tx_commit(struct lg_worker *w, struct lg_conn *c, size_t n);
 
 /* Queues one message through the worker's protocol; drops the connection if its queue is full. */
 int lg_conn_send(struct lg_worker *w, struct lg_conn *c, const void *payload, size_t len);
+
+/* lg_conn_send with an opcode (SB_WS_TEXT for the JSON protocol). */
+int lg_conn_send_op(struct lg_worker *w, struct lg_conn *c, uint8_t opcode, const void *payload,
+                    size_t len);
 
 /* The handshake succeeded: c becomes LG_CS_OPEN. */
 void lg_conn_established(struct lg_worker *w, struct lg_conn *c);

@@ -56,6 +56,15 @@ int lg_proc_plan(const struct lg_config *cfg, struct lg_plan *plan)
                 (unsigned long long)p, (unsigned long long)n);
         return -EINVAL;
     }
+    if (LG_MODE_IS_MSGR(cfg->mode) && p > 1) {
+        fprintf(stderr,
+                "switchboard-loadgen: %s runs in one process, and %llu connections need about "
+                "%llu descriptors, but RLIMIT_NOFILE is %llu.\n  Raise it (ulimit -n) or use "
+                "fewer --connections.\n",
+                lg_mode_name(cfg->mode), (unsigned long long)n,
+                (unsigned long long)n + LG_FD_RESERVE, (unsigned long long)plan->fd_limit);
+        return -EINVAL;
+    }
     uint64_t per = (n + p - 1) / p;
     if (per + LG_FD_RESERVE > plan->fd_limit) {
         fprintf(stderr,

@@ -19,12 +19,21 @@ struct parse_ctx {
 static void ws_connected(struct lg_worker *w, struct lg_conn *c)
 {
     const struct lg_config *cfg = w->cfg;
-    size_t cap = 256 + strlen(cfg->path);
+    const char *path = cfg->path;
+    char own[LG_PATH_MAX + 1024];
+    if (w->scn->request_path) {
+        if (w->scn->request_path(w, c, own, sizeof(own)) < 0) {
+            lg_conn_fail(w, c, LG_C_FAIL_OTHER);
+            return;
+        }
+        path = own;
+    }
+    size_t cap = 256 + strlen(path);
     uint8_t *p = lg_conn_tx_reserve(w, c, cap);
     uint8_t nonce[16];
     lg_rand_fill(&w->rng, nonce, sizeof(nonce));
-    ssize_t n = p ? lg_ws_request((char *)p, cap, cfg->targets[c->id % cfg->ntargets].text,
-                                  cfg->path, nonce, c->key)
+    ssize_t n = p ? lg_ws_request((char *)p, cap, cfg->targets[c->id % cfg->ntargets].text, path,
+                                  nonce, c->key)
                   : -ENOBUFS;
     if (n < 0) {
         lg_conn_fail(w, c, LG_C_FAIL_OTHER);

@@ -6,7 +6,7 @@
 
 #include "loadgen/lg_loop.h"
 
-static const char *const phase_names[] = {"ramp", "run", "drain", "close", "done"};
+static const char *const phase_names[] = {"ramp", "setup", "run", "drain", "close", "done"};
 
 static const struct {
     const char *name;
@@ -78,6 +78,32 @@ static void print_failures(FILE *out, const struct lg_stats *s)
     fprintf(out, "\n");
 }
 
+/* Deliveries due and never seen: per process, sends and deliveries happen on any thread. */
+static uint64_t lost_deliveries(const struct lg_stats *s)
+{
+    uint64_t want = s->c[LG_C_EXPECTED], got = s->c[LG_C_MSGS_RECV];
+    return want > got ? want - got : 0;
+}
+
+static void print_msgr(FILE *out, const struct lg_config *cfg, const struct lg_stats *s)
+{
+    double secs = (double)s->run_ns / 1e9;
+    fprintf(out, "run           %.2f s measured, %llu groups created\n", secs,
+            ull(s->c[LG_C_GROUPS]));
+    if (cfg->mode == LG_MODE_CHAT && cfg->msg_rate > 0)
+        fprintf(out, "schedule      %.0f msg/s asked, %.1f msg/s sent, %llu late sends\n",
+                cfg->msg_rate, s->send_rate, ull(s->c[LG_C_LATE]));
+    fprintf(out, "sends         %llu  %.1f msg/s  acked %llu\n", ull(s->c[LG_C_MSGS_SENT]),
+            s->send_rate, ull(s->c[LG_C_ACKS]));
+    fprintf(out, "deliveries    %llu of %llu due  %.1f deliveries/s\n", ull(s->c[LG_C_MSGS_RECV]),
+            ull(s->c[LG_C_EXPECTED]), s->msg_rate);
+    fprintf(out,
+            "errors        server errors %llu  unreadable %llu  unacked sends %llu  "
+            "deliveries missing %llu\n",
+            ull(s->c[LG_C_SERVER_ERRORS]), ull(s->c[LG_C_MISMATCHED]), ull(s->c[LG_C_LOST]),
+            ull(lost_deliveries(s)));
+}
+
 static void print_messages(FILE *out, const struct lg_config *cfg, const struct lg_stats *s)
 {
     fprintf(out, "run           %.2f s measured\n", (double)s->run_ns / 1e9);
@@ -114,6 +140,8 @@ void lg_report_table(FILE *out, const struct lg_config *cfg, const struct lg_pla
             ull(s->c[LG_C_PINGS]));
     if (cfg->mode == LG_MODE_HOLD)
         fprintf(out, "held          %.2f s\n", (double)s->run_ns / 1e9);
+    else if (LG_MODE_IS_MSGR(cfg->mode))
+        print_msgr(out, cfg, s);
     else
         print_messages(out, cfg, s);
     fprintf(out, "%-24s %10s", "latency (us)", "count");
@@ -122,6 +150,14 @@ void lg_report_table(FILE *out, const struct lg_config *cfg, const struct lg_pla
     fprintf(out, " %10s %10s\n", "max", "mean");
     print_hist_row(out, "connect", &s->h[LG_H_CONNECT]);
     print_hist_row(out, "handshake", &s->h[LG_H_HANDSHAKE]);
+    if (LG_MODE_IS_MSGR(cfg->mode)) {
+        bool sched = cfg->mode == LG_MODE_CHAT && cfg->msg_rate > 0;
+        print_hist_row(out, sched ? "delivery (from sched.)" : "delivery", &s->h[LG_H_LATENCY]);
+        if (cfg->mode == LG_MODE_FANOUT)
+            print_hist_row(out, "last member", &s->h[LG_H_LAST]);
+        print_hist_row(out, sched ? "ack (from schedule)" : "ack", &s->h[LG_H_ACK]);
+        return;
+    }
     print_hist_row(out, cfg->mode == LG_MODE_LATENCY ? "message (from schedule)" : "round trip",
                    &s->h[LG_H_LATENCY]);
 }
@@ -181,6 +217,14 @@ bool lg_report_hints(FILE *out, const struct lg_config *cfg, const struct lg_pla
                 "more --threads or a lower --rate.\n",
                 ull(c[LG_C_LATE]), ull(c[LG_C_MSGS_SENT]),
                 100.0 * (double)c[LG_C_LATE] / (double)c[LG_C_MSGS_SENT]);
+    if (LG_MODE_IS_MSGR(cfg->mode) && c[LG_C_MSGS_SENT] == 0 && c[LG_C_ESTABLISHED] > 0) {
+        failed = true;
+        fprintf(out, "switchboard-loadgen: error: no message was sent (did the groups fail? see "
+                     "the server's error above)\n");
+    }
+    if (LG_MODE_IS_MSGR(cfg->mode) && c[LG_C_SERVER_ERRORS])
+        fprintf(out, "warning: the server answered %llu requests with an error\n",
+                ull(c[LG_C_SERVER_ERRORS]));
     if (c[LG_C_MISMATCHED] || c[LG_C_PROTO_ERRORS]) {
         failed = true;
         fprintf(out, "switchboard-loadgen: error: %llu mismatched echoes, %llu protocol errors\n",
@@ -238,8 +282,13 @@ static void json_parameters(FILE *f, const struct lg_config *cfg, const struct l
         fprintf(f, ",\n    \"size\": %llu", ull(cfg->size));
     if (cfg->mode == LG_MODE_ECHO)
         fprintf(f, ",\n    \"pipeline\": %llu", ull(cfg->pipeline));
-    if (cfg->mode == LG_MODE_LATENCY)
-        fprintf(f, ",\n    \"rate\": %g", cfg->msg_rate);
+    if (cfg->mode == LG_MODE_LATENCY || cfg->mode == LG_MODE_CHAT)
+        fprintf(f, ",\n    \"rate\": %g,\n    \"batch_us\": %g", cfg->msg_rate, cfg->batch_us);
+    if (cfg->mode == LG_MODE_FANOUT)
+        fprintf(f, ",\n    \"pipeline\": %llu", ull(cfg->pipeline));
+    if (cfg->mode == LG_MODE_CHAT)
+        fprintf(f, ",\n    \"group_share\": %g,\n    \"group_min\": %llu,\n    \"group_max\": %llu",
+                cfg->group_share, ull(cfg->group_min), ull(cfg->group_max));
     fprintf(f, "\n  },\n");
 }
 
@@ -268,6 +317,9 @@ int lg_report_json(const char *path, const struct lg_config *cfg, const struct l
             s->status_sample, s->errno_sample, ramp_s,
             ramp_s > 0 ? (double)s->c[LG_C_ESTABLISHED] / ramp_s : 0.0, (double)s->run_ns / 1e9,
             s->send_rate, s->msg_rate, s->byte_rate);
+    if (LG_MODE_IS_MSGR(cfg->mode))
+        fprintf(f, "  \"deliveries_per_s\": %.3f,\n  \"deliveries_missing\": %llu,\n", s->msg_rate,
+                ull(lost_deliveries(s)));
     fprintf(f, "  \"latency_us\": {\n");
     for (int i = 0; i < LG_H_COUNT; i++)
         json_hist(f, lg_hist_names[i], &s->h[i], i + 1 == LG_H_COUNT);

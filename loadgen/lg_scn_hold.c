@@ -7,4 +7,5 @@
 const struct lg_scenario lg_scenario_hold = {
     .mode = LG_MODE_HOLD,
     .sparse_tx = true,
+    .lazy_ack = true,
 };

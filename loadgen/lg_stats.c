@@ -31,13 +31,18 @@ const struct lg_counter_info lg_counter_info[LG_C_COUNT] = {
     [LG_C_BYTES_RECV] = {"bytes_received", "payload bytes received"},
     [LG_C_MISMATCHED] = {"mismatched", "echoes with a wrong opcode, length or sequence"},
     [LG_C_LOST] = {"lost", "messages sent but never answered"},
-    [LG_C_LATE] = {"late_sends", "latency: sends more than 1 ms behind their schedule"},
+    [LG_C_LATE] = {"late_sends", "latency, chat: sends more than 1 ms behind their schedule"},
+    [LG_C_ACKS] = {"acks", "chat, fanout: sends acked by the server"},
+    [LG_C_EXPECTED] = {"deliveries_expected",
+                       "chat, fanout: deliveries due (online members but the sender, per send)"},
+    [LG_C_SERVER_ERRORS] = {"server_errors", "chat, fanout: error answers from the server"},
+    [LG_C_GROUPS] = {"groups", "chat, fanout: groups created before the run"},
 };
 
 const char *const lg_hist_names[LG_H_COUNT] = {
-    [LG_H_CONNECT] = "connect",
-    [LG_H_HANDSHAKE] = "handshake",
-    [LG_H_LATENCY] = "latency",
+    [LG_H_CONNECT] = "connect", [LG_H_HANDSHAKE] = "handshake",
+    [LG_H_LATENCY] = "latency", [LG_H_LAST] = "last_member",
+    [LG_H_ACK] = "ack",
 };
 
 uint64_t lg_stats_failed(const struct lg_stats *s)

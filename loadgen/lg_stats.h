@@ -41,6 +41,11 @@ enum lg_counter {
     LG_C_MISMATCHED,
     LG_C_LOST,
     LG_C_LATE,
+    /* The messaging scenarios (chat, fanout); deliveries count as messages received. */
+    LG_C_ACKS,
+    LG_C_EXPECTED,
+    LG_C_SERVER_ERRORS,
+    LG_C_GROUPS,
     LG_C_COUNT
 };
 
@@ -57,7 +62,10 @@ extern const struct lg_counter_info lg_counter_info[LG_C_COUNT];
 enum lg_hist_kind {
     LG_H_CONNECT,   /* socket() to TCP connected */
     LG_H_HANDSHAKE, /* socket() to the 101 response, i.e. connect plus upgrade */
-    LG_H_LATENCY,   /* message round trip (echo) or from intended send time (latency) */
+    LG_H_LATENCY,   /* message round trip (echo) or from intended send time (latency);
+                       chat, fanout: send (or intended send) to each delivery */
+    LG_H_LAST,      /* fanout: send to the last member's delivery of the message */
+    LG_H_ACK,       /* chat, fanout: send (or intended send) to the ack */
     LG_H_COUNT
 };
 

@@ -153,6 +153,7 @@ static int start_frame(struct lg_ws_rx *rx, const struct sb_ws_frame *f)
             rx->msg_opcode = f->opcode;
             rx->msg_len = 0;
             rx->head_len = 0;
+            rx->gather_len = 0;
         }
         rx->in_message = !f->fin;
     }
@@ -175,7 +176,10 @@ static int end_frame(struct lg_ws_rx *rx, lg_ws_msg_cb cb, void *ctx)
     }
     if (!rx->fin)
         return 0;
-    m = (struct lg_ws_msg){rx->msg_opcode, rx->msg_len, rx->head, rx->head_len};
+    if (rx->gather)
+        m = (struct lg_ws_msg){rx->msg_opcode, rx->msg_len, rx->gather, rx->gather_len};
+    else
+        m = (struct lg_ws_msg){rx->msg_opcode, rx->msg_len, rx->head, rx->head_len};
     return cb(ctx, &m);
 }
 
@@ -227,8 +231,8 @@ static ssize_t whole_frame(struct lg_ws_rx *rx, const uint8_t *data, size_t len,
         (!control && (!f.fin || f.opcode == SB_WS_CONT || rx->in_message)))
         return 0;
     size_t plen = (size_t)f.payload_len;
-    struct lg_ws_msg m = {f.opcode, plen, data + h,
-                          control || plen < LG_WS_HEAD ? plen : LG_WS_HEAD};
+    size_t keep = rx->gather ? rx->gather_cap : LG_WS_HEAD;
+    struct lg_ws_msg m = {f.opcode, plen, data + h, control || plen < keep ? plen : keep};
     int err = cb(ctx, &m);
     return err ? err : h + (ssize_t)plen;
 }
@@ -263,6 +267,14 @@ int lg_ws_parse(struct lg_ws_rx *rx, const uint8_t *data, size_t len, lg_ws_msg_
         if (rx->opcode >= SB_WS_CLOSE) {
             memcpy(rx->ctrl + rx->ctrl_len, data, n);
             rx->ctrl_len = (uint8_t)(rx->ctrl_len + n);
+        } else if (rx->gather) {
+            if (rx->gather_len < rx->gather_cap) {
+                size_t k =
+                    rx->gather_cap - rx->gather_len < n ? rx->gather_cap - rx->gather_len : n;
+                memcpy(rx->gather + rx->gather_len, data, k);
+                rx->gather_len += (uint32_t)k;
+            }
+            rx->msg_len += n;
         } else {
             if (rx->head_len < LG_WS_HEAD) {
                 size_t k = LG_WS_HEAD - rx->head_len < n ? LG_WS_HEAD - rx->head_len : n;

@@ -6,8 +6,9 @@
  *
  * The parser keeps no payload: it delivers each data message as its opcode, total length and
  * first LG_WS_HEAD bytes (where the scenarios put a sequence number and a timestamp), and each
- * control frame whole. That is all the scenarios check, and it keeps the cost of a large message
- * at one pass over its header, whatever its size or however the kernel split it.
+ * control frame whole. A caller that needs more of each message lends the parser a gather
+ * buffer (struct lg_ws_rx.gather). That is all the scenarios check, and it keeps the cost of a
+ * large message at one pass over its header, whatever its size or however the kernel split it.
  */
 #ifndef SB_LOADGEN_LG_WS_H
 #define SB_LOADGEN_LG_WS_H
@@ -38,6 +39,11 @@ struct lg_ws_rx {
     uint8_t hdr[SB_WS_MAX_HEADER];
     uint8_t head[LG_WS_HEAD];
     uint8_t ctrl[SB_WS_MAX_CONTROL];
+    /* Optional, owned by the caller: when set, data messages keep their first gather_cap bytes
+     * here instead of LG_WS_HEAD (the chat scenarios read a whole JSON message). */
+    uint8_t *gather;
+    uint32_t gather_cap;
+    uint32_t gather_len;
 };
 
 /* A complete data message (head = its first bytes) or control frame (head = all of it). */
@@ -45,7 +51,7 @@ struct lg_ws_msg {
     uint8_t opcode;
     uint64_t len;
     const uint8_t *head;
-    size_t head_len; /* min(len, LG_WS_HEAD) for data, len for control frames */
+    size_t head_len; /* min(len, LG_WS_HEAD or gather_cap) for data, len for control frames */
 };
 
 /* Called for every message; returns 0 to go on or a negative errno to stop the parse. */
