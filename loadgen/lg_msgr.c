@@ -163,6 +163,8 @@ enum lg_msgr_kind lg_msgr_kind(const char *p, size_t len)
         return LG_MK_ERROR;
     if (word_is(v, vlen, "welcome"))
         return LG_MK_WELCOME;
+    if (word_is(v, vlen, "behind"))
+        return LG_MK_BEHIND;
     return LG_MK_OTHER;
 }
 

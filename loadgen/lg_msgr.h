@@ -31,6 +31,7 @@ enum lg_msgr_kind {
     LG_MK_CONV,
     LG_MK_ERROR,
     LG_MK_WELCOME,
+    LG_MK_BEHIND, /* a slow-consumer notice: pushes of a conversation stopped (sync to resume) */
 };
 
 struct lg_msgr_stamp {

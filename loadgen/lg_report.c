@@ -99,9 +99,9 @@ static void print_msgr(FILE *out, const struct lg_config *cfg, const struct lg_s
             ull(s->c[LG_C_EXPECTED]), s->msg_rate);
     fprintf(out,
             "errors        server errors %llu  unreadable %llu  unacked sends %llu  "
-            "deliveries missing %llu\n",
+            "deliveries missing %llu  behind notices %llu\n",
             ull(s->c[LG_C_SERVER_ERRORS]), ull(s->c[LG_C_MISMATCHED]), ull(s->c[LG_C_LOST]),
-            ull(lost_deliveries(s)));
+            ull(lost_deliveries(s)), ull(s->c[LG_C_BEHIND]));
 }
 
 static void print_messages(FILE *out, const struct lg_config *cfg, const struct lg_stats *s)
@@ -225,6 +225,12 @@ bool lg_report_hints(FILE *out, const struct lg_config *cfg, const struct lg_pla
     if (LG_MODE_IS_MSGR(cfg->mode) && c[LG_C_SERVER_ERRORS])
         fprintf(out, "warning: the server answered %llu requests with an error\n",
                 ull(c[LG_C_SERVER_ERRORS]));
+    if (LG_MODE_IS_MSGR(cfg->mode) && c[LG_C_BEHIND])
+        fprintf(out,
+                "warning: %llu times the server stopped pushing a conversation to a device whose "
+                "queue was full (`behind`; raise its slow_queue_bytes): the deliveries after "
+                "that count as missing\n",
+                ull(c[LG_C_BEHIND]));
     if (c[LG_C_MISMATCHED] || c[LG_C_PROTO_ERRORS]) {
         failed = true;
         fprintf(out, "switchboard-loadgen: error: %llu mismatched echoes, %llu protocol errors\n",

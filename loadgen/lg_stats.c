@@ -37,6 +37,8 @@ const struct lg_counter_info lg_counter_info[LG_C_COUNT] = {
                        "chat, fanout: deliveries due (online members but the sender, per send)"},
     [LG_C_SERVER_ERRORS] = {"server_errors", "chat, fanout: error answers from the server"},
     [LG_C_GROUPS] = {"groups", "chat, fanout: groups created before the run"},
+    [LG_C_BEHIND] = {"behind_notices",
+                     "chat, fanout: `behind` from the server (a device's queue was full)"},
 };
 
 const char *const lg_hist_names[LG_H_COUNT] = {

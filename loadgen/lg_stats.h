@@ -46,6 +46,7 @@ enum lg_counter {
     LG_C_EXPECTED,
     LG_C_SERVER_ERRORS,
     LG_C_GROUPS,
+    LG_C_BEHIND,
     LG_C_COUNT
 };
 
