@@ -1346,8 +1346,9 @@ int sb_chat_restore(void *ctx, const struct sb_store_rec *r)
             sb_log(SB_LOG_WARN, 0, "history: malformed group record of %s skipped", cv->id);
             return 0;
         }
+        /* Live bytes count one group record per group: the newest replaces the last. */
+        sb_store_account(sh->log, (int64_t)sb_store_rec_size(r) - (int64_t)cv->group_bytes);
         cv->group_bytes = sb_store_rec_size(r);
-        sb_store_account(sh->log, (int64_t)cv->group_bytes);
         return err;
     case SB_STORE_CURSOR:
         if ((m = member_get(cv, r->user, r->user_len)) && r->seq > m->read_seq)
