@@ -34,6 +34,7 @@ _Static_assert(SB_CLIENT_ID_MAX == SB_STORE_CLIENT_ID_MAX, "client ids fit the l
 #define TYPING_INTERVAL_MS 1000    /* typing: one event per user per conversation per second */
 #define RECEIPT_SENDERS_MAX 64     /* senders one receipt is forwarded to */
 #define PACKED_USER (1 + SB_USER_ID_MAX)
+#define MAX_TOKENS (32 + 2 * USERS_MAX) /* a request's JSON tokens: lists of USERS_MAX ids */
 
 /* Traffic classes (DESIGN.md §5): what happens to a push to a device whose queue is full. */
 enum chat_class {
@@ -149,6 +150,7 @@ struct chat_shard {
     uint32_t snap_gen;
     struct chat_gather *gathers;
     uint64_t next_gather;
+    struct sb_json_tok *toks; /* MAX_TOKENS: the parse of the request being handled */
 };
 
 static struct sb_chat_config cfg;
@@ -199,6 +201,9 @@ int sb_chat_init(const struct sb_chat_config *c)
         sb_table_init(&shards[i].convs, conv_key);
         sb_msgid_init(&shards[i].ids, i);
         shards[i].log = sb_store_log(cfg.store, i);
+        shards[i].toks = malloc(MAX_TOKENS * sizeof(struct sb_json_tok));
+        if (!shards[i].toks)
+            return -ENOMEM;
     }
     return 0;
 }
@@ -249,6 +254,7 @@ void sb_chat_free(void)
             free(g->json);
             free(g);
         }
+        free(sh->toks);
     }
     free(shards);
     shards = NULL;
@@ -2289,8 +2295,6 @@ static void sync_serve(struct sb_worker *w, void *arg)
 
 /* ---- client operations ---------------------------------------------------------------------- */
 
-#define MAX_TOKENS (32 + 2 * USERS_MAX)
-
 /* Copies a string member into out; false when absent, not a string, empty or too long. */
 static bool get_str(const char *json, const struct sb_json_tok *t, int obj, const char *key,
                     char *out, size_t cap)
@@ -2916,18 +2920,14 @@ void sb_chat_on_message(struct sb_conn *c, const uint8_t *data, size_t len)
     if (!s->chat_registered)
         return; /* refused (too many devices): closing */
     const char *json = (const char *)data;
-    struct sb_json_tok *t = malloc(MAX_TOKENS * sizeof(*t));
+    struct sb_json_tok *t = my_shard(sb_conn_worker(c))->toks;
     char type[24], idbuf[SB_CLIENT_ID_MAX + 1];
     const char *id = NULL;
-    if (!t) {
-        send_error(c, NULL, "unavailable", "out of memory; retry");
-        return;
-    }
     if (!parse(c, json, len, t))
-        goto out;
+        return;
     if (!get_str(json, t, 0, "type", type, sizeof(type))) {
         send_error(c, NULL, "bad_request", "missing \"type\"");
-        goto out;
+        return;
     }
     if (get_str(json, t, 0, "id", idbuf, sizeof(idbuf)))
         id = idbuf;
@@ -2935,34 +2935,28 @@ void sb_chat_on_message(struct sb_conn *c, const uint8_t *data, size_t len)
     bool signal = strcmp(type, "receipt") == 0 || strcmp(type, "typing") == 0;
     if (!id && !signal) {
         send_error(c, NULL, "bad_request", "missing \"id\" (1-64 bytes)");
-        goto out;
+        return;
     }
     if (!rate_ok(c, d, len, id))
-        goto out;
+        return;
     if (strncmp(type, "presence_", 9) == 0)
         sb_presence_on_message(c, data, len); /* presence reads its own requests */
     else
         dispatch(c, d, json, t, type, id);
-out:
-    free(t);
 }
 
 void sb_chat_rest(struct sb_conn *c, const char *user, const char *type, const char *conv,
                   const char *json, size_t len)
 {
+    /* The user as the request sees it: no devices, no index (the group limit is checked on the
+     * user's home worker when a group is joined). */
     struct chat_user u = {.id_len = strlen(user)};
     memcpy(u.id, user, u.id_len);
-    /* The group limit is checked on the user's home worker when the group is joined. */
-    u.ngroups = 0;
     struct chat_device d = {
         .user = &u, .conn = c, .conn_id = sb_conn_id(c), .http = true, .path_conv = conv};
     memcpy(d.id, "rest", 5);
-    struct sb_json_tok *t = malloc(MAX_TOKENS * sizeof(*t));
+    struct sb_json_tok *t = my_shard(sb_conn_worker(c))->toks;
     char idbuf[SB_CLIENT_ID_MAX + 1];
-    if (!t) {
-        send_error(c, NULL, "unavailable", "out of memory; retry");
-        return;
-    }
     if (!len) {
         json = "{}";
         len = 2;
@@ -2975,5 +2969,4 @@ void sb_chat_rest(struct sb_conn *c, const char *user, const char *type, const c
                      (unsigned long long)++rest_seq);
         dispatch(c, &d, json, t, type, idbuf);
     }
-    free(t);
 }
