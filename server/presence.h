@@ -32,7 +32,8 @@ int sb_presence_init(const struct sb_presence_config *cfg);
 
 /*
  * Call just before sb_engine_stop (any thread): presence mails nothing between workers from then
- * on, since a worker that has closed its connections exits while others still close theirs.
+ * on. The devices closing at shutdown would otherwise mail every watcher's worker an offline
+ * event and an unsubscribe that nobody will read.
  */
 void sb_presence_stop(void);
 
