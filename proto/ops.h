@@ -1,6 +1,6 @@
 /*
  * The messaging operation set (docs/messaging-design.md), once, as C structs: one tagged union
- * that both encodings (binary frames, proto/binproto.h; JSON, later) decode into and encode from.
+ * that both encodings (binary frames, proto/binproto.h; JSON, proto/jsonops.h) decode into and encode from.
  * The server handles struct sb_op and never sees an encoding.
  *
  * Decoded operations are zero-copy: every struct sb_slice and every list points into the bytes
@@ -30,6 +30,7 @@
 #define SB_OPS_SUBJECT_MAX 128  /* a system message's subject: a user id or a name */
 #define SB_OPS_CURSOR_MAX 64    /* sync cursor */
 #define SB_OPS_TEXT_MAX 255     /* error message, goaway reason */
+#define SB_OPS_PING_MAX 16384   /* PING and PONG data (an echo for tests and benchmarks) */
 
 /* Item limits of the lists. */
 #define SB_OPS_REQUEST_LIST_MAX 1000 /* users, resume and sync entries in one request */
@@ -56,6 +57,10 @@ enum sb_op_type {
     SB_OP_CONV_LIST = 0x0D,
     SB_OP_PING = 0x0E,
     SB_OP_PONG = 0x0F,
+    SB_OP_CONV_PROMOTE = 0x10,
+    SB_OP_CONV_DEMOTE = 0x11,
+    SB_OP_CONV_GET = 0x12,
+    SB_OP_DEVICES = 0x13,
     SB_OP_WELCOME = 0x81,
     SB_OP_ACK = 0x82,
     SB_OP_MESSAGE = 0x83,
@@ -66,6 +71,8 @@ enum sb_op_type {
     SB_OP_ERROR = 0x88,
     SB_OP_BEHIND = 0x89,
     SB_OP_GOAWAY = 0x8A,
+    SB_OP_SYNC_DONE = 0x8B,
+    SB_OP_DEVICE_LIST = 0x8C,
 };
 
 /* Error codes: the binary encoding's u16 and, by name, the JSON "code". */
@@ -98,6 +105,26 @@ enum sb_op_system {
     SB_OP_SYSTEM_MEMBER_ADDED = 1,   /* subject: the user added; from: who added */
     SB_OP_SYSTEM_MEMBER_REMOVED = 2, /* subject: the user removed (from == subject: left) */
     SB_OP_SYSTEM_RENAMED = 3,        /* subject: the new name */
+    SB_OP_SYSTEM_CREATED = 4,        /* subject: the group's name at creation (may be empty) */
+};
+
+/*
+ * The form a message body is held in. Bodies are opaque bytes in both encodings; to stay
+ * zero-copy a decoder leaves a body in the form it arrived in, and each encoder converts:
+ * BYTES are the bytes themselves (binary frames); JSON is a JSON string literal, quotes
+ * included, whose decoded UTF-8 is the bytes (a JSON "body"); BASE64 is canonical padded
+ * base64 text of the bytes, no quotes (a JSON "body_b64"). Decoders only make well-formed
+ * JSON and BASE64 bodies; encoders may rely on that.
+ */
+enum sb_op_body_form {
+    SB_OP_BODY_BYTES = 0,
+    SB_OP_BODY_JSON = 1,
+    SB_OP_BODY_BASE64 = 2,
+};
+
+struct sb_op_body {
+    uint8_t form; /* enum sb_op_body_form */
+    struct sb_slice data;
 };
 
 struct sb_ops_list_iter;
@@ -144,6 +171,9 @@ struct sb_op_welcome {
     uint32_t max_frame;        /* the largest frame (or JSON message) the server accepts */
     uint32_t max_body;         /* the largest SEND body */
     uint32_t ping_interval_ms; /* 0: the server never pings */
+    uint32_t messages_per_s;   /* a device's request rate (bursts of twice that) */
+    uint32_t bytes_per_s;      /* a device's byte rate (bursts of twice that) */
+    uint32_t max_group_members;
     struct sb_slice user;
     struct sb_slice device;
 };
@@ -152,8 +182,8 @@ struct sb_op_welcome {
 struct sb_op_send {
     struct sb_slice client_id;
     struct sb_slice conv;
-    struct sb_slice to;   /* a user: the direct conversation with them */
-    struct sb_slice body; /* opaque bytes */
+    struct sb_slice to; /* a user: the direct conversation with them */
+    struct sb_op_body body;
 };
 
 struct sb_op_ack {
@@ -165,7 +195,10 @@ struct sb_op_ack {
     struct sb_slice conv;
 };
 
-/* Also the item of SYNC_PAGE's list. subject is empty exactly when system is NONE. */
+/*
+ * Also the item of SYNC_PAGE's list. A system message has a subject (which may be empty only
+ * for CREATED) and an empty BYTES body; an ordinary one an empty subject.
+ */
 struct sb_op_message {
     uint64_t msg_id;
     uint64_t seq;
@@ -175,20 +208,27 @@ struct sb_op_message {
     struct sb_slice from;
     struct sb_slice device;
     struct sb_slice subject;
-    struct sb_slice body;
+    struct sb_op_body body;
 };
 
-/* user is empty from a client and names the reader from the server. */
+/*
+ * From a client exactly one of conv and to (a user: the direct conversation with them) is
+ * non-empty and user is empty; from the server conv is set, to is empty and user names the
+ * reader.
+ */
 struct sb_op_receipt {
     uint64_t seq;
     uint8_t kind; /* enum sb_op_receipt_kind */
     struct sb_slice conv;
+    struct sb_slice to;
     struct sb_slice user;
 };
 
+/* conv, to and user as for RECEIPT. */
 struct sb_op_typing {
     struct sb_slice conv;
-    struct sb_slice user; /* as for RECEIPT */
+    struct sb_slice to;
+    struct sb_slice user;
 };
 
 /* PRESENCE_SUB and PRESENCE_UNSUB. */
@@ -209,10 +249,18 @@ struct sb_op_sync {
     struct sb_ops_list convs; /* of struct sb_op_resume */
 };
 
+/* One conversation's page of a SYNC. */
 struct sb_op_sync_page {
-    bool has_more;
-    struct sb_slice cursor;
+    uint64_t last_seq; /* the last message's seq; for an empty page the conversation's last */
+    bool has_more;     /* SYNC this conversation again from last_seq */
+    bool truncated;    /* messages after the requested seq were gone; the page starts at the oldest kept */
+    struct sb_slice conv;
     struct sb_ops_list messages; /* of struct sb_op_message */
+};
+
+/* Ends a SYNC by cursor: every page of it has been sent. */
+struct sb_op_sync_done {
+    struct sb_slice cursor;
 };
 
 struct sb_op_conv_create {
@@ -220,21 +268,25 @@ struct sb_op_conv_create {
     struct sb_ops_list members; /* of struct sb_slice */
 };
 
-/* CONV_ADD and CONV_REMOVE. */
+/* CONV_ADD, CONV_REMOVE, CONV_PROMOTE and CONV_DEMOTE. */
 struct sb_op_conv_members {
     struct sb_slice conv;
     struct sb_ops_list users; /* of struct sb_slice */
 };
 
-/* CONV_LEAVE, and CONV_RENAME (which also has a name). */
+/* CONV_LEAVE and CONV_GET, and CONV_RENAME (which also has a name). */
 struct sb_op_conv_ref {
     struct sb_slice conv;
     struct sb_slice name;
 };
 
-/* CONV, and the item of CONVS' list. owner is empty for a direct conversation. */
+/*
+ * A conversation as the asking user sees it. name and owner are empty for a direct
+ * conversation (whose id starts "dm:"; a group's starts "g:").
+ */
 struct sb_op_conv {
     uint64_t last_seq;
+    uint64_t read_seq; /* the asking user's read cursor */
     struct sb_slice conv;
     struct sb_slice name;
     struct sb_slice owner;
@@ -242,14 +294,45 @@ struct sb_op_conv {
     struct sb_ops_list members; /* of struct sb_slice */
 };
 
-struct sb_op_convs {
-    struct sb_ops_list convs; /* of struct sb_op_conv */
+/* The item of CONVS' list: a conversation without its member lists. */
+struct sb_op_conv_summary {
+    uint64_t last_seq;
+    uint64_t read_seq;
+    uint32_t member_count;
+    struct sb_slice conv;
+    struct sb_slice name;
+    struct sb_slice owner;
 };
 
+struct sb_op_convs {
+    struct sb_ops_list convs; /* of struct sb_op_conv_summary */
+};
+
+/* The item of DEVICE_LIST's list: one online device of the user. */
+struct sb_op_device {
+    uint64_t session;
+    uint64_t connected_s;  /* seconds since it connected */
+    uint64_t queued_bytes; /* output waiting to be sent to it */
+    uint32_t behind;       /* conversations it is behind in */
+    struct sb_slice device;
+};
+
+struct sb_op_device_list {
+    struct sb_slice user;
+    struct sb_ops_list devices; /* of struct sb_op_device */
+};
+
+/* conv is set when the error is about one conversation of the request (a SYNC's, say). */
 struct sb_op_error {
     uint16_t code; /* enum sb_op_err; a receiver reads an unknown code as INTERNAL */
     uint32_t retry_after_ms;
     struct sb_slice message;
+    struct sb_slice conv;
+};
+
+/* PING and PONG: a PONG carries its PING's request id and data. */
+struct sb_op_ping {
+    struct sb_slice data; /* opaque, at most SB_OPS_PING_MAX bytes */
 };
 
 struct sb_op_behind {
@@ -265,7 +348,7 @@ struct sb_op_goaway {
 /*
  * One operation. request_id is the binary header's request id (0: none); an answer carries its
  * request's id. The JSON encoding names requests with a string "id" instead, kept in json_id
- * (the binary codec leaves it empty and ignores it). PING, PONG and CONV_LIST have no fields.
+ * (the binary codec leaves it empty and ignores it). CONV_LIST and DEVICES have no fields.
  */
 struct sb_op {
     enum sb_op_type type;
@@ -283,12 +366,15 @@ struct sb_op {
         struct sb_op_presence presence;
         struct sb_op_sync sync;
         struct sb_op_sync_page sync_page;
+        struct sb_op_sync_done sync_done;
         struct sb_op_conv_create conv_create;
-        struct sb_op_conv_members conv_members; /* CONV_ADD and CONV_REMOVE */
-        struct sb_op_conv_ref conv_ref;         /* CONV_LEAVE and CONV_RENAME */
+        struct sb_op_conv_members conv_members; /* CONV_ADD, _REMOVE, _PROMOTE, _DEMOTE */
+        struct sb_op_conv_ref conv_ref;         /* CONV_LEAVE, CONV_GET and CONV_RENAME */
         struct sb_op_conv conv;
         struct sb_op_convs convs;
+        struct sb_op_device_list device_list;
         struct sb_op_error error;
+        struct sb_op_ping ping; /* PING and PONG */
         struct sb_op_behind behind;
         struct sb_op_goaway goaway;
     } u;
@@ -311,7 +397,10 @@ static inline int sb_ops_list_next(struct sb_ops_list_iter *it, void *item)
     return it->list->next(it, item);
 }
 
-/* The operation's name in the JSON mapping ("send", "conv_add", ...), or NULL when unknown. */
+/*
+ * The operation's name in the JSON mapping ("send", "conv_add", ...), or NULL when unknown.
+ * Names are unique per direction: DEVICES (c→s) and DEVICE_LIST (s→c) are both "devices".
+ */
 static inline const char *sb_ops_type_name(unsigned type)
 {
     static const char *const names[256] = {
@@ -330,6 +419,10 @@ static inline const char *sb_ops_type_name(unsigned type)
         [SB_OP_CONV_LIST] = "conv_list",
         [SB_OP_PING] = "ping",
         [SB_OP_PONG] = "pong",
+        [SB_OP_CONV_PROMOTE] = "conv_promote",
+        [SB_OP_CONV_DEMOTE] = "conv_demote",
+        [SB_OP_CONV_GET] = "conv_get",
+        [SB_OP_DEVICES] = "devices",
         [SB_OP_WELCOME] = "welcome",
         [SB_OP_ACK] = "ack",
         [SB_OP_MESSAGE] = "message",
@@ -340,6 +433,8 @@ static inline const char *sb_ops_type_name(unsigned type)
         [SB_OP_ERROR] = "error",
         [SB_OP_BEHIND] = "behind",
         [SB_OP_GOAWAY] = "goaway",
+        [SB_OP_SYNC_DONE] = "sync_done",
+        [SB_OP_DEVICE_LIST] = "devices", /* the answer to "devices" has the request's name */
     };
 
     return type < 256 ? names[type] : NULL;
