@@ -120,7 +120,7 @@ static const struct field message_fields[] = {
     F(K_STR8, struct sb_op_message, from, 1, SB_OPS_USER_MAX),
     F(K_STR8, struct sb_op_message, device, 0, SB_OPS_DEVICE_MAX),
     F(K_STR8, struct sb_op_message, subject, 0, SB_OPS_SUBJECT_MAX),
-    F(K_BYTES32, struct sb_op_message, body, 0, 0),
+    F(K_BYTES32, struct sb_op_message, body.data, 0, 0),
 };
 
 static const struct field conv_fields[] = {
@@ -166,7 +166,7 @@ static const struct field send_fields[] = {
     F(K_STR8, struct sb_op_send, client_id, 1, SB_OPS_CLIENT_ID_MAX),
     F(K_STR8, struct sb_op_send, conv, 0, SB_OPS_CONV_MAX),
     F(K_STR8, struct sb_op_send, to, 0, SB_OPS_USER_MAX),
-    F(K_BYTES32, struct sb_op_send, body, 0, 0),
+    F(K_BYTES32, struct sb_op_send, body.data, 0, 0),
 };
 
 static const struct field ack_fields[] = {
@@ -208,7 +208,7 @@ static const struct field sync_fields[] = {
 
 static const struct field sync_page_fields[] = {
     F(K_BOOL, struct sb_op_sync_page, has_more, 0, 1),
-    F(K_STR8, struct sb_op_sync_page, cursor, 0, SB_OPS_CURSOR_MAX),
+    F(K_STR8, struct sb_op_sync_page, conv, 1, SB_OPS_CONV_MAX),
     F_LIST(I_MESSAGE, struct sb_op_sync_page, messages, 0, SB_OPS_LIST_MAX),
 };
 
