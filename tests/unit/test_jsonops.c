@@ -1206,6 +1206,12 @@ static void test_base64(void)
     CHECK_INT(sb_ops_body_len(&b), 4);
     sb_ops_body_copy(&b, bytes);
     CHECK_MEM(bytes, "foob", 4);
+    /* Text that is not canonical base64 (decoders never make it) is no bytes, and none copied. */
+    b = (struct sb_op_body){SB_OP_BODY_BASE64, S("AB==")};
+    CHECK_INT(sb_ops_body_len(&b), 0);
+    memset(bytes, 0xAA, sizeof(bytes));
+    sb_ops_body_copy(&b, bytes);
+    CHECK_INT(bytes[0], 0xAA);
     b = (struct sb_op_body){SB_OP_BODY_BYTES, S("raw\0b")};
     CHECK_INT(sb_ops_body_len(&b), 5);
     sb_ops_body_copy(&b, bytes);
