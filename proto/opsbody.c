@@ -104,7 +104,9 @@ void sb_ops_body_copy(const struct sb_op_body *b, uint8_t *out)
             sb_json_unescape(b->data.base + 1, b->data.len - 2, (char *)out);
         break;
     case SB_OP_BODY_BASE64:
-        sb_base64_decode(b->data.base, b->data.len, out);
+        /* Never more than sb_ops_body_len said (0 for text that is not canonical base64). */
+        if (sb_base64_valid(b->data.base, b->data.len, NULL))
+            sb_base64_decode(b->data.base, b->data.len, out);
         break;
     default:
         if (b->data.len)
