@@ -87,7 +87,7 @@ static const char *item_start(const struct sb_ops_list_iter *it, char open)
     if (it->off > l->raw.len) {
         return NULL;
     }
-    return expect(l->raw.base + it->off, end, it->index == 0 ? open : ',');
+    return expect(l->raw.base + it->off, end, (char)(it->index == 0 ? open : ','));
 }
 
 /* An array of strings: items are struct sb_slice. */

@@ -210,8 +210,9 @@ static size_t vector_bytes(const char *name, uint8_t *out, size_t cap)
         const char *nl = strchr(p, '\n');
         if (*p != '#') {
             for (const char *c = p; c < nl && *c != '|'; c++) {
-                if (hex_digit(c[0]) >= 0 && hex_digit(c[1]) >= 0 && n < cap) {
-                    out[n++] = (uint8_t)(hex_digit(c[0]) << 4 | hex_digit(c[1]));
+                int hi = hex_digit(c[0]), lo = hex_digit(c[1]);
+                if (hi >= 0 && lo >= 0 && n < cap) {
+                    out[n++] = (uint8_t)(hi << 4 | lo);
                     c++;
                 }
             }
@@ -701,8 +702,8 @@ static void test_iterators(void)
     struct sb_op op;
     struct sb_jsonops_error err;
     struct sb_ops_list_iter it;
-    struct sb_slice s;
-    struct sb_op_resume r;
+    struct sb_slice s = {0};
+    struct sb_op_resume r = {0};
 
     CHECK_INT(decode("{\"type\":\"presence_sub\",\"id\":\"p\",\"users\":[ \"a\" ,\t\"b\"\n]}", 0,
                      &op, &err),
