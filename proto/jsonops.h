@@ -59,9 +59,13 @@ size_t sb_jsonops_bound(const struct sb_op *op);
 /*
  * Encodes a server operation (WELCOME, ACK, MESSAGE, RECEIPT, TYPING, PRESENCE, SYNC_PAGE,
  * SYNC_DONE, CONV, CONVS, DEVICE_LIST, ERROR, BEHIND, GOAWAY) as one JSON text into out (cap
- * bytes), "id" from op->json_id when non-empty. A body is written as "body" (a JSON body
- * verbatim; BYTES escaped when valid UTF-8) or "body_b64" (BASE64 verbatim; other BYTES
- * encoded). Returns the length, -EINVAL for another type, or -ENOSPC when cap is too small.
+ * bytes), "id" from op->json_id when non-empty (an ACK's falls back to its client_id). Keys and
+ * values are those the server has always written, in the same order: an ERROR's "conv" and
+ * "retry_after_ms" only when set, an ACK's "duplicate" only when true, a CONV's "kind" from its
+ * id ("g:" a group). A body is written as "body" (a JSON body verbatim; BYTES escaped when
+ * valid UTF-8) or "body_b64" (BASE64 verbatim; other BYTES encoded). Returns the length,
+ * -EINVAL for another type, a value outside its enumeration, a string that is not UTF-8 or a
+ * list whose iterator fails, or -ENOSPC when cap is too small.
  */
 ssize_t sb_jsonops_encode(const struct sb_op *op, char *out, size_t cap);
 
