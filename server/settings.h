@@ -11,7 +11,8 @@
 #include "core/config.h"
 
 struct sb_settings {
-    char *listen; /* host:port for HTTP and WebSocket */
+    char *listen;        /* host:port for HTTP and WebSocket */
+    char *binary_listen; /* host:port for the binary protocol (raw TCP); empty = off */
     int64_t workers;
     int io_mode; /* enum sb_io_mode */
     bool pin_workers;
@@ -57,7 +58,8 @@ struct sb_settings {
     int64_t presence_grace_ms;
     int64_t presence_max_subscriptions;
     int64_t presence_last_seen_max;
-    char *tls_listen; /* host:port for HTTPS and wss://; empty = off */
+    char *tls_listen;        /* host:port for HTTPS and wss://; empty = off */
+    char *binary_tls_listen; /* host:port for the binary protocol over TLS; empty = off */
     char *tls_cert;
     char *tls_key;
     char *tls_sni_file;
