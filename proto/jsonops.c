@@ -944,8 +944,13 @@ ssize_t sb_jsonops_encode(const struct sb_op *op, char *out, size_t cap)
 
 /* ---- bounds ------------------------------------------------------------------------------ */
 
-/* Every object's keys, punctuation and numbers: far more than any object here writes. */
-#define OBJECT_BOUND 512
+/*
+ * An object's keys, punctuation and numbers at their longest (strings counted apart): a server
+ * operation writes at most 282 such bytes (WELCOME), a list item (a message, a conversation, a
+ * device) at most 182. Kept small so that most operations fit a buffer on the stack.
+ */
+#define OBJECT_BOUND 320
+#define ITEM_BOUND 192
 
 /* A string written escaped: at most 6 bytes per byte (\u00XX), and the quotes. */
 static size_t str_bound(struct sb_slice s)
@@ -953,18 +958,34 @@ static size_t str_bound(struct sb_slice s)
     return 6 * s.len + 2;
 }
 
-static size_t body_bound(const struct sb_op_body *b)
+/*
+ * A body of bytes as it will be written: UTF-8 escaped (5 bytes more at most for each byte that
+ * may need an escape), anything else in base64. Bodies are large: 6 bytes a byte is too many.
+ */
+static size_t bytes_bound(struct sb_slice d)
 {
-    size_t b64 = sb_base64_len(b->data.len) + 2;
-    size_t esc = str_bound(b->data);
+    const unsigned char *p = (const unsigned char *)d.base;
+    size_t special = 0;
 
-    return b->form == SB_OP_BODY_BYTES ? (esc > b64 ? esc : b64) : b->data.len + 2;
+    if (d.len > 0 && sb_utf8_validate(p, d.len) < 0) {
+        return sb_base64_len(d.len) + 2;
+    }
+    for (size_t i = 0; i < d.len; i++) {
+        special += p[i] < 0x20 || p[i] == '"' || p[i] == '\\' || p[i] == 0xE2;
+    }
+    return d.len + 5 * special + 2;
 }
 
+static size_t body_bound(const struct sb_op_body *b)
+{
+    return b->form == SB_OP_BODY_BYTES ? bytes_bound(b->data) : b->data.len + 2;
+}
+
+/* A message's strings and body (its object is counted by the caller). */
 static size_t message_bound(const struct sb_op_message *m)
 {
-    return OBJECT_BOUND + str_bound(m->conv) + str_bound(m->from) + str_bound(m->device) +
-           str_bound(m->subject) + body_bound(&m->body);
+    return str_bound(m->conv) + str_bound(m->from) + str_bound(m->device) + str_bound(m->subject) +
+           body_bound(&m->body);
 }
 
 /* The bound of a list of strings (the iteration stops at a broken list: encode refuses it). */
@@ -991,7 +1012,7 @@ static size_t list_bound(const struct sb_op *op)
         struct sb_op_message m;
         sb_ops_list_begin(&it, &op->u.sync_page.messages);
         while (sb_ops_list_next(&it, &m) > 0) {
-            n += message_bound(&m) + 1;
+            n += ITEM_BOUND + message_bound(&m) + 1;
         }
         return n;
     }
@@ -999,7 +1020,7 @@ static size_t list_bound(const struct sb_op *op)
         struct sb_op_conv_summary c;
         sb_ops_list_begin(&it, &op->u.convs.convs);
         while (sb_ops_list_next(&it, &c) > 0) {
-            n += OBJECT_BOUND + str_bound(c.conv) + str_bound(c.name) + str_bound(c.owner);
+            n += ITEM_BOUND + str_bound(c.conv) + str_bound(c.name) + str_bound(c.owner) + 1;
         }
         return n;
     }
@@ -1007,7 +1028,7 @@ static size_t list_bound(const struct sb_op *op)
         struct sb_op_device dev;
         sb_ops_list_begin(&it, &op->u.device_list.devices);
         while (sb_ops_list_next(&it, &dev) > 0) {
-            n += OBJECT_BOUND + str_bound(dev.device);
+            n += ITEM_BOUND + str_bound(dev.device) + 1;
         }
         return n;
     }

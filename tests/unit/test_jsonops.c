@@ -1068,6 +1068,84 @@ static void test_encode(void)
     CHECK_INT(sb_jsonops_encode(&op, (char[1024]){0}, 1024), -EINVAL);
 }
 
+/* The bound holds for the longest numbers and names each operation can have. */
+static void test_bound_extremes(void)
+{
+    static char out[4096];
+    const uint64_t M = UINT64_MAX;
+    const uint32_t U = UINT32_MAX;
+    struct sb_op_message msg = {.msg_id = M,
+                                .seq = M,
+                                .ts_ms = M,
+                                .system = SB_OP_SYSTEM_MEMBER_REMOVED,
+                                .conv = S("c"),
+                                .from = S("f"),
+                                .device = S("d"),
+                                .subject = S("\x01")};
+    struct sb_op_conv_summary sum = {.last_seq = M, .read_seq = M, .member_count = U};
+    struct sb_op_device dev = {.session = M, .connected_s = M, .queued_bytes = M, .behind = U};
+    struct array marr = {&msg, sizeof(msg)}, sarr = {&sum, sizeof(sum)}, darr = {&dev, sizeof(dev)};
+    struct sb_op ops[14];
+
+    memset(ops, 0, sizeof(ops));
+    ops[0].type = SB_OP_WELCOME;
+    ops[0].u.welcome = (struct sb_op_welcome){M, M, U, U, U, U, U, U, S(""), S("")};
+    ops[1].type = SB_OP_ACK;
+    ops[1].u.ack = (struct sb_op_ack){.msg_id = M, .seq = M, .ts_ms = M, .is_duplicate = true};
+    ops[2].type = SB_OP_MESSAGE;
+    ops[2].u.message = msg;
+    ops[3].type = SB_OP_RECEIPT;
+    ops[3].u.receipt = (struct sb_op_receipt){.seq = M, .kind = SB_OP_RECEIPT_DELIVERED};
+    ops[4].type = SB_OP_TYPING;
+    ops[5].type = SB_OP_PRESENCE;
+    ops[5].u.presence =
+        (struct sb_op_presence){.last_seen_ms = M, .status = SB_OP_PRESENCE_OFFLINE};
+    ops[6].type = SB_OP_SYNC_PAGE;
+    ops[6].u.sync_page = (struct sb_op_sync_page){
+        .last_seq = M, .has_more = true, .truncated = true, .messages = array_list(&marr, 1)};
+    ops[7].type = SB_OP_SYNC_DONE;
+    ops[8].type = SB_OP_CONV;
+    ops[8].u.conv = (struct sb_op_conv){.last_seq = M, .read_seq = M};
+    ops[9].type = SB_OP_CONVS;
+    ops[9].u.convs.convs = array_list(&sarr, 1);
+    ops[10].type = SB_OP_DEVICE_LIST;
+    ops[10].u.device_list.devices = array_list(&darr, 1);
+    ops[11].type = SB_OP_ERROR;
+    ops[11].u.error = (struct sb_op_error){.code = SB_OP_ERR_UNAUTHORIZED, .retry_after_ms = U};
+    ops[12].type = SB_OP_BEHIND;
+    ops[12].u.behind.seq = M;
+    ops[13].type = SB_OP_GOAWAY;
+    ops[13].u.goaway.reconnect_after_ms = U;
+    for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
+        size_t bound = sb_jsonops_bound(&ops[i]);
+        ssize_t n = sb_jsonops_encode(&ops[i], out, bound);
+        if (n < 0) {
+            fprintf(stderr, "%s: %zd with a bound of %zu\n", sb_ops_type_name(ops[i].type), n,
+                    bound);
+        }
+        CHECK(n > 0);
+    }
+    /* A body's bound follows what it holds: text is not counted at 6 bytes a byte. */
+    static char body[3000];
+    memset(body, 'a', sizeof(body));
+    ops[2].u.message.system = SB_OP_SYSTEM_NONE;
+    ops[2].u.message.body = (struct sb_op_body){SB_OP_BODY_BYTES, {body, sizeof(body)}};
+    CHECK(sb_jsonops_bound(&ops[2]) < sizeof(body) + 600);
+    ssize_t n = sb_jsonops_encode(&ops[2], out, sb_jsonops_bound(&ops[2]));
+    CHECK(n > (ssize_t)sizeof(body));
+    memset(body, '\x01', sizeof(body));
+    n = sb_jsonops_encode(&ops[2], out, sizeof(out));
+    CHECK_INT(n, -ENOSPC); /* \u0001: 6 bytes each, more than out holds */
+    static char big[20000];
+    CHECK(sb_jsonops_bound(&ops[2]) <= sizeof(big));
+    n = sb_jsonops_encode(&ops[2], big, sb_jsonops_bound(&ops[2]));
+    CHECK(n > 6 * (ssize_t)sizeof(body));
+    body[0] = (char)0xff; /* not UTF-8: base64, 4 bytes for 3 */
+    CHECK(sb_jsonops_bound(&ops[2]) < sizeof(body) / 3 * 4 + 600);
+    n = sb_jsonops_encode(&ops[2], big, sb_jsonops_bound(&ops[2]));
+    CHECK(n > (ssize_t)(sizeof(body) / 3 * 4));
+}
+
 /* ---- bodies ---- */
 
 static void test_bodies(void)
@@ -1228,6 +1306,7 @@ int main(void)
     test_decode_limits();
     test_iterators();
     test_encode();
+    test_bound_extremes();
     test_bodies();
     test_base64();
     free(vector_text);
