@@ -18,6 +18,11 @@
 #define JSONOPS_TYPE_MAX 23
 /* A sync page's "limit" above this counts as this. */
 #define JSONOPS_SYNC_LIMIT_MAX 1000
+/* The tokens a request may parse into; the rest of the caller's array holds an escaped name. */
+#define JSONOPS_NAME_SCRATCH_TOKS 8
+#define JSONOPS_PARSE_TOKENS (SB_JSONOPS_MAX_TOKENS - JSONOPS_NAME_SCRATCH_TOKS)
+_Static_assert(JSONOPS_NAME_SCRATCH_TOKS * sizeof(struct sb_json_tok) >= SB_OPS_NAME_MAX,
+               "an unescaped name fits the scratch");
 
 /* ---- list iterators over JSON text ------------------------------------------------------- */
 
@@ -136,6 +141,7 @@ static int next_resume(struct sb_ops_list_iter *it, void *item)
 struct dec {
     const char *json;
     const struct sb_json_tok *t;
+    struct sb_json_tok *toks; /* t, writable: its end is the scratch of an escaped name */
     unsigned flags;
     struct sb_jsonops_error *err;
 };
@@ -227,18 +233,35 @@ static int get_conv(struct dec *d, struct sb_slice *conv)
 /* "name": absent is empty. */
 static int get_name(struct dec *d, struct sb_slice *name)
 {
+    static const char bad[] = "\"name\" must be a string of at most 128 bytes";
     int i = member(d, "name");
 
     if (i < 0) {
         return 0;
     }
-    if (d->t[i].type != SB_JSON_STRING || d->t[i].len > SB_OPS_NAME_MAX) {
-        return fail(d, "\"name\" must be a string of at most 128 bytes");
+    const struct sb_json_tok *t = &d->t[i];
+    if (t->type != SB_JSON_STRING) {
+        return fail(d, bad);
     }
-    if (d->t[i].escaped) {
-        return fail(d, "\"name\" may not contain escapes");
+    if (!t->escaped) {
+        if (t->len > SB_OPS_NAME_MAX) {
+            return fail(d, bad);
+        }
+        *name = tok_text(d, i);
+        return 0;
     }
-    *name = tok_text(d, i);
+    /*
+     * Names are people's text, and many JSON writers escape some of it (Python all non-ASCII,
+     * Go "&", "<" and ">"): such a name is unescaped into the scratch kept free at the end of
+     * the tokens, the one string of an operation that is not read in place.
+     */
+    size_t n = sb_json_unescape(d->json + t->start, t->len, NULL);
+    if (n > SB_OPS_NAME_MAX) {
+        return fail(d, bad);
+    }
+    char *scratch = (char *)(d->toks + JSONOPS_PARSE_TOKENS);
+    sb_json_unescape(d->json + t->start, t->len, scratch);
+    *name = sb_slice_from(scratch, n);
     return 0;
 }
 
@@ -512,9 +535,9 @@ static bool read_type(const struct dec *d, enum sb_op_type *type)
 int sb_jsonops_decode(const char *json, size_t len, enum sb_op_type type, unsigned flags,
                       struct sb_json_tok *toks, struct sb_op *op, struct sb_jsonops_error *err)
 {
-    const struct sb_json_limits lim = {.max_tokens = SB_JSONOPS_MAX_TOKENS,
+    const struct sb_json_limits lim = {.max_tokens = JSONOPS_PARSE_TOKENS,
                                        .max_depth = JSONOPS_MAX_DEPTH};
-    struct dec d = {.json = json, .t = toks, .flags = flags, .err = err};
+    struct dec d = {.json = json, .t = toks, .toks = toks, .flags = flags, .err = err};
 
     memset(op, 0, sizeof(*op));
     err->code = 0;

@@ -3,7 +3,8 @@
  * what the rest is:
  *   even: a JSON text a client sent, decoded (the type from the text, or from the byte; REST or
  *         not). A decoded operation must hold only slices inside the input, lists whose
- *         iterators give exactly `count` items within the limits, and a body whose bytes copy
+ *         iterators give exactly `count` items within the limits (a name may be unescaped into
+ *         the tokens' array), and a body whose bytes copy
  *         into exactly sb_ops_body_len bytes (a buffer of that size: ASan sees any overrun).
  *   odd:  the seed of a server operation (numbers, strings of any bytes, lists, bodies in every
  *         form), encoded into exactly sb_jsonops_bound bytes: it must not run out of room, and
@@ -32,6 +33,17 @@ static void require(bool ok)
 
 static const char *in_base;
 static size_t in_len;
+static struct sb_json_tok toks[SB_JSONOPS_MAX_TOKENS];
+
+/* A name: read in place, or (escaped) unescaped into the tokens' array. */
+static void require_name(struct sb_slice s)
+{
+    const char *t = (const char *)toks, *t_end = (const char *)(toks + SB_JSONOPS_MAX_TOKENS);
+
+    require(s.len <= SB_OPS_NAME_MAX);
+    require(s.len == 0 || (s.base >= in_base && s.base + s.len <= in_base + in_len) ||
+            (s.base >= t && s.base + s.len <= t_end));
+}
 
 static void require_inside(struct sb_slice s, size_t max)
 {
@@ -122,7 +134,7 @@ static void check_decoded(const struct sb_op *op, unsigned flags)
         check_resumes(&op->u.sync.convs);
         break;
     case SB_OP_CONV_CREATE:
-        require_inside(op->u.conv_create.name, SB_OPS_NAME_MAX);
+        require_name(op->u.conv_create.name);
         check_users(&op->u.conv_create.members, true);
         break;
     case SB_OP_CONV_ADD:
@@ -136,7 +148,7 @@ static void check_decoded(const struct sb_op *op, unsigned flags)
     case SB_OP_CONV_RENAME:
     case SB_OP_CONV_GET:
         require_inside(op->u.conv_ref.conv, SB_OPS_CONV_MAX);
-        require_inside(op->u.conv_ref.name, SB_OPS_NAME_MAX);
+        require_name(op->u.conv_ref.name);
         break;
     case SB_OP_CONV_LIST:
     case SB_OP_DEVICES:
@@ -148,7 +160,6 @@ static void check_decoded(const struct sb_op *op, unsigned flags)
 
 static void fuzz_decode(uint8_t mode, const uint8_t *data, size_t size)
 {
-    static struct sb_json_tok toks[SB_JSONOPS_MAX_TOKENS];
     static const enum sb_op_type types[] = {SB_OP_NONE,         SB_OP_SEND,     SB_OP_RECEIPT,
                                             SB_OP_TYPING,       SB_OP_SYNC,     SB_OP_CONV_ADD,
                                             SB_OP_CONV_CREATE,  SB_OP_CONV_GET, SB_OP_CONV_LIST,
@@ -434,8 +445,8 @@ static void take_op(struct seed *s, struct sb_op *op)
 
 static void fuzz_encode(const uint8_t *data, size_t size)
 {
-    static struct sb_json_tok toks[1 << 16];
-    const struct sb_json_limits lim = {.max_tokens = sizeof(toks) / sizeof(toks[0]),
+    static struct sb_json_tok out_toks[1 << 16];
+    const struct sb_json_limits lim = {.max_tokens = sizeof(out_toks) / sizeof(out_toks[0]),
                                        .max_depth = 8};
     struct seed s = {data, size};
     struct sb_op op;
@@ -454,8 +465,8 @@ static void fuzz_encode(const uint8_t *data, size_t size)
     require(n != -ENOSPC);
     if (n > 0) {
         require((size_t)n <= bound);
-        ssize_t nt = sb_json_parse(out, (size_t)n, &lim, toks);
-        require((nt > 0 && toks[0].type == SB_JSON_OBJECT) || nt == -E2BIG);
+        ssize_t nt = sb_json_parse(out, (size_t)n, &lim, out_toks);
+        require((nt > 0 && out_toks[0].type == SB_JSON_OBJECT) || nt == -E2BIG);
         rewind_gens();
         require(sb_jsonops_encode(&op, out, (size_t)n - 1) == -ENOSPC);
     } else {
