@@ -120,6 +120,13 @@ class JsonWireTest(sbtest.ServerTestCase):
         self.assertEqual(conv["kind"], "group")
         text = await self.recv(bob, "message")
         self.assertEqual(self.shape(text, "message_system")["system"], "created")
+        # A name as Python's json.dumps or Go writes it (escapes) is the name it spells.
+        await alice.send(json.dumps({"type": "conv_rename", "id": "r2", "conv": conv["conv"],
+                                     "name": "Tom & Jerry \u00e9"}).replace("&", "\\u0026"))
+        text = await self.recv(alice, "conv")
+        self.assertIn('"name":"Tom & Jerry \u00e9"'.encode(), text.encode())
+        text = await self.recv(bob, "message")
+        self.assertEqual(self.shape(text, "message_system")["subject"], "Tom & Jerry \u00e9")
 
         await alice.send('{"type":"conv_list","id":"l1"}')
         convs = self.shape(await self.recv(alice, "convs"), "convs")
