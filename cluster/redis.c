@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cluster/resp.h"
 #include "cluster/slots.h"
 #include "core/log.h"
 
@@ -372,7 +373,7 @@ static void node_connect(struct node *n)
         return;
     if (n->reader)
         redisReaderFree(n->reader);
-    n->reader = redisReaderCreate();
+    n->reader = sb_redis_reader_new();
     n->conn = n->reader ? sb_worker_connect(rw->w, rw->r->client, (const struct sockaddr *)&n->addr,
                                             n->addr_len)
                         : NULL;

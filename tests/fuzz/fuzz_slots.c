@@ -4,6 +4,7 @@
  * ASK error. Checks that every map built is consistent: owners point at nodes, ranges hold valid
  * slots, limits hold.
  */
+#include "cluster/resp.h"
 #include "cluster/slots.h"
 
 #include <hiredis/hiredis.h>
@@ -43,7 +44,7 @@ static void check_map(const struct sb_slot_map *m)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static struct sb_slot_map m;
-    redisReader *rd = redisReaderCreate();
+    redisReader *rd = sb_redis_reader_new();
     if (!rd)
         return 0;
     redisReaderFeed(rd, (const char *)data, size);

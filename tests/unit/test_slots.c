@@ -1,4 +1,5 @@
 /* Unit tests for cluster/slots: CRC16, hash tags, the CLUSTER SLOTS map and MOVED/ASK. */
+#include "cluster/resp.h"
 #include "cluster/slots.h"
 
 #include <errno.h>
@@ -50,7 +51,7 @@ static void test_crc_and_tags(void)
 /* The reply tree for RESP bytes; the caller frees it. */
 static redisReply *resp(const char *bytes)
 {
-    redisReader *rd = redisReaderCreate();
+    redisReader *rd = sb_redis_reader_new();
     void *reply = NULL;
     redisReaderFeed(rd, bytes, strlen(bytes));
     if (redisReaderGetReply(rd, &reply) != REDIS_OK)
@@ -181,8 +182,32 @@ static void test_redirects(void)
 #undef RD
 }
 
+/* The reader builds what hiredis' own would, and refuses a huge aggregate before allocating. */
+static void test_reader(void)
+{
+    redisReply *r = resp("*3\r\n$3\nabc\r\n:42\r\n$-1\r\n");
+    CHECK(r == NULL); /* a bulk string without its CR: a protocol error */
+    r = resp("*4\r\n$3\r\nabc\r\n:42\r\n$-1\r\n*1\r\n+OK\r\n");
+    CHECK(r && r->type == REDIS_REPLY_ARRAY && r->elements == 4);
+    if (r && r->elements == 4) {
+        CHECK(r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, "abc") == 0);
+        CHECK(r->element[1]->type == REDIS_REPLY_INTEGER && r->element[1]->integer == 42);
+        CHECK(r->element[2]->type == REDIS_REPLY_NIL);
+        CHECK(r->element[3]->elements == 1 &&
+              r->element[3]->element[0]->type == REDIS_REPLY_STATUS);
+    }
+    freeReplyObject(r);
+    CHECK(resp("*1048576\r\n") == NULL); /* incomplete, but allowed: no reply yet */
+    redisReader *rd = sb_redis_reader_new();
+    redisReaderFeed(rd, "*666666662\r\n", 12);
+    void *reply = NULL;
+    CHECK(redisReaderGetReply(rd, &reply) == REDIS_ERR && reply == NULL);
+    redisReaderFree(rd);
+}
+
 int main(void)
 {
+    test_reader();
     test_crc_and_tags();
     test_map();
     test_redirects();
