@@ -260,12 +260,24 @@ static void tls_close(struct lg_worker *w, struct lg_conn *c, uint16_t code)
     leave(t);
 }
 
+static int tls_send_op(struct lg_worker *w, struct lg_conn *c, const struct sb_op *op)
+{
+    struct lg_tls_conn *t = tls_of(c);
+    if (!t || !t->up)
+        return -ENOBUFS;
+    enter(w, c, t);
+    int r = lg_proto_ws.send_op(w, c, op);
+    leave(t);
+    return r;
+}
+
 static const struct lg_proto lg_proto_tls = {
     .name = "wss",
     .connected = tls_connected,
     .data = tls_data,
     .send = tls_send,
     .close = tls_close,
+    .send_op = tls_send_op,
 };
 
 /* ---- setup --------------------------------------------------------------------------------- */
@@ -323,5 +335,7 @@ int lg_tls_init(const struct lg_config *cfg)
 
 const struct lg_proto *lg_tls_proto(const struct lg_config *cfg)
 {
+    if (cfg->wire == LG_WIRE_BIN)
+        return &lg_proto_bin; /* the binary port has no TLS (refused with --tls) */
     return cfg->tls ? &lg_proto_tls : &lg_proto_ws;
 }
