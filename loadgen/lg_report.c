@@ -121,8 +121,9 @@ void lg_report_table(FILE *out, const struct lg_config *cfg, const struct lg_pla
 {
     fprintf(out, "switchboard-loadgen %s: ", lg_mode_name(cfg->mode));
     print_targets(out, cfg);
-    fprintf(out, " %s%s%s, %llu connections, %u thread%s in %u process%s\n",
-            cfg->wire == LG_WIRE_BIN ? "" : cfg->path, cfg->wire == LG_WIRE_WS ? "" : " --proto ",
+    fprintf(out, "%s%s%s%s, %llu connections, %u thread%s in %u process%s\n",
+            cfg->wire == LG_WIRE_BIN ? "" : " ", cfg->wire == LG_WIRE_BIN ? "" : cfg->path,
+            cfg->wire == LG_WIRE_WS ? "" : " --proto ",
             cfg->wire == LG_WIRE_WS ? "" : lg_wire_name(cfg->wire), ull(cfg->connections),
             plan->threads, plan->threads > 1 ? "s" : "", plan->processes,
             plan->processes > 1 ? "es" : "");
