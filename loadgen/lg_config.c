@@ -362,9 +362,10 @@ static int validate(const struct lg_config *cfg)
     }
     if ((LG_MODE_IS_MSGR(cfg->mode) || cfg->wire != LG_WIRE_WS) && cfg->jwt_secret[0] == '\0') {
         fprintf(stderr,
-                "switchboard-loadgen: %s needs --jwt-secret (the server's jwt_secret), "
+                "switchboard-loadgen: %s%s needs --jwt-secret (the server's jwt_secret), "
                 "to mint the users' tokens\n",
-                cfg->wire != LG_WIRE_WS ? "--proto bin and ws-bin" : lg_mode_name(cfg->mode));
+                cfg->wire != LG_WIRE_WS ? "--proto " : "",
+                cfg->wire != LG_WIRE_WS ? lg_wire_name(cfg->wire) : lg_mode_name(cfg->mode));
         return -EINVAL;
     }
     if (cfg->wire != LG_WIRE_WS && (cfg->mode == LG_MODE_ECHO || cfg->mode == LG_MODE_LATENCY) &&

@@ -1,8 +1,23 @@
 #include "loadgen/lg_scn_msg.h"
 
+#include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "proto/ops.h"
+
+/* One sample of the server's ERROR answers goes to stderr per process. */
+static _Atomic int error_shown;
+
+static void show_error(const struct lg_conn *c, const struct sb_op_error *e)
+{
+    if (atomic_exchange(&error_shown, 1))
+        return;
+    const char *name = sb_ops_err_name(e->code);
+    fprintf(stderr,
+            "switchboard-loadgen: the server answered a PING of lg%u with an error (%s: %.*s)\n",
+            c->id, name ? name : "internal", (int)e->message.len, e->message.base);
+}
 
 /* --proto bin, ws-bin: the payload travels as the data of a PING whose request id is the
  * sequence number; the server answers PONG with both. */
@@ -72,6 +87,8 @@ bool lg_msg_check(struct lg_worker *w, struct lg_conn *c, const struct lg_ws_msg
             s->c[LG_C_MISMATCHED]++; /* not an answer to anything we sent */
             return false;
         }
+        if (m->op->type == SB_OP_ERROR)
+            show_error(c, &m->op->u.error); /* rate_limited, say: the reply still counts */
         ok = pong_payload(w, m->op, seq, &head, &len);
     }
     s->c[LG_C_MSGS_RECV]++;

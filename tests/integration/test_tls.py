@@ -336,7 +336,12 @@ class WssTest(TlsServerCase):
 
 
 class LoadgenTlsTest(TlsServerCase):
-    """switchboard-loadgen --tls against the TLS port: verified, refused, and --insecure."""
+    """switchboard-loadgen --tls against the TLS port: verified, refused, and --insecure; and
+    the binary protocol inside wss:// (--proto ws-bin)."""
+
+    # PINGs count against the per-device request rate (100/s by default): lifted for the echo.
+    extra_settings = {"jwt_secret": "loadgen-tls-secret", "rate_messages": 1000000,
+                      "rate_bytes": "1G"}
 
     def loadgen(self, *args):
         lg = os.path.join(os.path.dirname(sbtest.SB_BIN), "switchboard-loadgen")
@@ -356,6 +361,18 @@ class LoadgenTlsTest(TlsServerCase):
         text = json.dumps(rep)
         self.assertIn('"established": 20', text)
         self.assertIn('"mismatched": 0', text)
+
+    def test_ws_bin_verified(self):
+        r, rep = self.loadgen("echo", "--proto", "ws-bin", "--jwt-secret", "loadgen-tls-secret",
+                              "--target", f"127.0.0.1:{self.tls_port}", "--tls", "--ca",
+                              os.path.join(CERTS["a"], "ca.pem"), "--connections", "10",
+                              "--pipeline", "4", "--size", "3000", "--duration", "0.5")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        c = rep["counters"]
+        self.assertEqual(c["established"], 10)
+        self.assertEqual(c["mismatched"], 0)
+        self.assertGreater(c["messages_sent"], 10)
+        self.assertEqual(c["messages_received"], c["messages_sent"])
 
     def test_refused_without_the_ca_unless_insecure(self):
         target = ["--target", f"localhost:{self.tls_port}", "--connections", "3",
