@@ -228,11 +228,11 @@ int lg_msgr_send_msg(struct lg_worker *w, struct lg_conn *c, uint64_t n, uint64_
     struct sb_op op;
     char id[LG_MSGR_CLIENT_ID_MAX]; /* the SEND points at it and at body until it is queued */
     ssize_t len = 0;
+    memset(&op, 0, sizeof(op));
     if (w->cfg->wire != LG_WIRE_WS) {
         ssize_t idlen = lg_msgr_client_id(id, sizeof(id), rt->run, n, t);
         if (idlen < 0)
             return (int)idlen;
-        memset(&op, 0, sizeof(op));
         op.type = SB_OP_SEND;
         op.request_id = SEND_REQ(n);
         op.u.send.client_id = sb_slice_from(id, (size_t)idlen);
