@@ -47,7 +47,8 @@ static const struct lg_option lg_options[] = {
      "server address; repeat or comma-separate for several ports (connection i uses target i % n)"},
     {"proto", LG_M_ALL, OPT_WIRE, 0, 0, 0, "ws|bin|ws-bin", "ws",
      "ws: WebSocket (echo: raw payloads; chat, fanout: JSON); bin: binary frames on raw TCP "
-     "(the server's binary port); ws-bin: binary frames in WebSocket messages on /ws"},
+     "(the server's binary port, or binary_tls_listen with --tls); ws-bin: binary frames in "
+     "WebSocket messages on /ws"},
     {"path", LG_M_ALL, OPT_PATH, 0, 0, 0, "PATH", "/echo (chat, fanout, ws-bin: /ws)",
      "request target of the upgrade (chat, fanout and ws-bin append ?token=...&device=...)"},
     {"connections", LG_M_ALL, OPT_U64, OFF(connections), 1, 1e8, "N", "100",
@@ -373,11 +374,6 @@ static int validate(const struct lg_config *cfg)
         fprintf(stderr,
                 "switchboard-loadgen: with --proto %s, --size is the data of a PING: at most %d\n",
                 lg_wire_name(cfg->wire), SB_OPS_PING_MAX);
-        return -EINVAL;
-    }
-    if (cfg->wire == LG_WIRE_BIN && cfg->tls) {
-        fprintf(stderr, "switchboard-loadgen: the binary port has no TLS: use --proto ws-bin "
-                        "with --tls\n");
         return -EINVAL;
     }
     if (cfg->mode == LG_MODE_FANOUT && cfg->connections < 2) {
