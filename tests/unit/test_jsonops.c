@@ -1,8 +1,9 @@
 /*
  * Unit tests for proto/jsonops and proto/opsbody: every client operation decodes from JSON to the
- * same operation its binary vector (tests/vectors/binary.txt) decodes to; every refusal carries
- * the message the server has always answered; every server operation encodes to the JSON the
- * server has always written; bodies survive every form; base64 is canonical.
+ * same operation its binary vector (tests/vectors/binary.txt) decodes to, and every server
+ * vector encodes to the JSON a client gets for it; every refusal carries the message the server
+ * has always answered; every server operation encodes to the JSON the server has always
+ * written, within its bound; bodies survive every form; base64 is canonical.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -246,6 +247,15 @@ static const struct {
      "{\"type\":\"conv_rename\",\"id\":\"r5\",\"conv\":\"g:5f3a9c0e12b4d678\",\"name\":\"trip "
      "2026\"}"},
     {"conv_list", "{\"type\":\"conv_list\",\"id\":\"l1\"}"},
+    {"receipt_to", "{\"type\":\"receipt\",\"to\":\"alice\",\"seq\":2,\"kind\":\"delivered\"}"},
+    {"typing_to", "{\"type\":\"typing\",\"to\":\"bob\"}"},
+    {"sync_cursor", "{\"type\":\"sync\",\"id\":\"s2\",\"since\":\"1795318161000\"}"},
+    {"conv_promote", "{\"type\":\"conv_promote\",\"id\":\"r6\",\"conv\":\"g:5f3a9c0e12b4d678\","
+                     "\"users\":[\"dave\"]}"},
+    {"conv_demote", "{\"type\":\"conv_demote\",\"id\":\"r7\",\"conv\":\"g:5f3a9c0e12b4d678\","
+                    "\"users\":[\"dave\"]}"},
+    {"conv_get", "{\"type\":\"conv_get\",\"id\":\"r8\",\"conv\":\"g:5f3a9c0e12b4d678\"}"},
+    {"devices", "{\"type\":\"devices\",\"id\":\"d1\"}"},
 };
 
 static void test_twins(void)
@@ -274,6 +284,103 @@ static void test_twins(void)
             fprintf(stderr, "%s: JSON and binary differ\n", twins[i].vector);
         }
         CHECK_STR(a.buf, b.buf);
+    }
+}
+
+/* Server operations decoded from their binary vectors, as a JSON client receives them. */
+static const struct {
+    const char *vector;
+    const char *json;
+} server_twins[] = {
+    {"welcome",
+     "{\"type\":\"welcome\",\"user\":\"alice\",\"device\":\"phone\",\"session\":\"010000000000002"
+     "a\",\"server_time\":1795318161000,\"limits\":{\"max_body\":4193792,\"messages_per_s\""
+     ":100,\"bytes_per_s\":1048576,\"max_group_members\":10000,\"max_frame\":4194304,\"pi"
+     "ng_interval_ms\":30000}}"},
+    {"ack",
+     "{\"type\":\"ack\",\"id\":\"c1\",\"msg_id\":\"541735948517376000\",\"conv\":\"dm:alice:bob\","
+     "\"seq\":1,\"ts\":1795318161234}"},
+    {"ack_duplicate",
+     "{\"type\":\"ack\",\"id\":\"c1\",\"msg_id\":\"541735948517376000\",\"conv\":\"dm:alice:bob\","
+     "\"seq\":1,\"ts\":1795318161234,\"duplicate\":true}"},
+    {"message",
+     "{\"type\":\"message\",\"conv\":\"dm:alice:bob\",\"seq\":1,\"msg_id\":\"541735948517376000"
+     "\",\"from\":\"alice\",\"device\":\"phone\",\"ts\":1795318161234,\"body\":\"hi bob\"}"},
+    {"message_system",
+     "{\"type\":\"message\",\"conv\":\"g:5f3a9c0e12b4d678\",\"seq\":4,\"msg_id\":\"541735948517"
+     "376001\",\"from\":\"alice\",\"device\":\"\",\"ts\":1795318161235,\"system\":\"member_added"
+     "\",\"subject\":\"carol\"}"},
+    {"message_created",
+     "{\"type\":\"message\",\"conv\":\"g:5f3a9c0e12b4d678\",\"seq\":1,\"msg_id\":\"541735948517"
+     "375995\",\"from\":\"alice\",\"device\":\"\",\"ts\":1795318161229,\"system\":\"created\",\"su"
+     "bject\":\"\"}"},
+    {"receipt_event", "{\"type\":\"receipt\",\"conv\":\"dm:alice:bob\",\"seq\":1,\"kind\":\"read\","
+                      "\"user\":\"bob\"}"},
+    {"typing_event", "{\"type\":\"typing\",\"conv\":\"dm:alice:bob\",\"user\":\"alice\"}"},
+    {"presence",
+     "{\"type\":\"presence\",\"user\":\"bob\",\"status\":\"online\",\"last_seen\":1795318100000}"},
+    {"sync_page",
+     "{\"type\":\"sync_page\",\"conv\":\"dm:alice:bob\",\"messages\":[{\"type\":\"message\",\"con"
+     "v\":\"dm:alice:bob\",\"seq\":42,\"msg_id\":\"541735948517376002\",\"from\":\"bob\",\"devic"
+     "e\":\"laptop\",\"ts\":1795318161236,\"body\":\"yes\"},{\"type\":\"message\",\"conv\":\"dm:al"
+     "ice:bob\",\"seq\":43,\"msg_id\":\"541735948517376003\",\"from\":\"alice\",\"device\":\"pho"
+     "ne\",\"ts\":1795318161237,\"body\":\"ok\"}],\"more\":true,\"last_seq\":43}"},
+    {"sync_page_truncated",
+     "{\"type\":\"sync_page\",\"conv\":\"g:5f3a9c0e12b4d678\",\"messages\":[{\"type\":\"message"
+     "\",\"conv\":\"g:5f3a9c0e12b4d678\",\"seq\":90,\"msg_id\":\"541735948517376004\",\"from\":"
+     "\"carol\",\"device\":\"tab\",\"ts\":1795318161238,\"body\":\"hi all\"}],\"more\":false,\"la"
+     "st_seq\":90,\"truncated\":true}"},
+    {"sync_page_empty",
+     "{\"type\":\"sync_page\",\"conv\":\"dm:alice:bob\",\"messages\":[],\"more\":false,\"last_s"
+     "eq\":41}"},
+    {"sync_done", "{\"type\":\"sync_done\",\"cursor\":\"1795318170000\"}"},
+    {"conv",
+     "{\"type\":\"conv\",\"conv\":\"g:5f3a9c0e12b4d678\",\"kind\":\"group\",\"name\":\"trip\",\"own"
+     "er\":\"alice\",\"admins\":[\"alice\"],\"members\":[\"alice\",\"bob\",\"carol\"],\"last_seq\":"
+     "1,\"read_seq\":1}"},
+    {"convs",
+     "{\"type\":\"convs\",\"convs\":[{\"conv\":\"g:5f3a9c0e12b4d678\",\"kind\":\"group\",\"name\":"
+     "\"trip\",\"owner\":\"alice\",\"member_count\":3,\"last_seq\":4,\"read_seq\":4},{\"conv\":\""
+     "dm:alice:bob\",\"kind\":\"direct\",\"name\":\"\",\"owner\":\"\",\"member_count\":2,\"last_se"
+     "q\":1,\"read_seq\":0}]}"},
+    {"device_list",
+     "{\"type\":\"devices\",\"user\":\"alice\",\"devices\":[{\"device\":\"phone\",\"session\":\"010"
+     "000000000002a\",\"connected_s\":42,\"queued_bytes\":0,\"behind\":0},{\"device\":\"lapt"
+     "op\",\"session\":\"010000000000002b\",\"connected_s\":3600,\"queued_bytes\":2097152,\""
+     "behind\":1}]}"},
+    {"error",
+     "{\"type\":\"error\",\"code\":\"rate_limited\",\"message\":\"too many sends\",\"retry_afte"
+     "r_ms\":1500}"},
+    {"error_conv",
+     "{\"type\":\"error\",\"code\":\"forbidden\",\"message\":\"not a member\",\"conv\":\"dm:bob:c"
+     "arol\"}"},
+    {"behind", "{\"type\":\"behind\",\"conv\":\"g:5f3a9c0e12b4d678\",\"seq\":120}"},
+    {"goaway",
+     "{\"type\":\"goaway\",\"reason\":\"server shutting down\",\"reconnect_after_ms\":5000}"},
+};
+
+static void test_server_twins(void)
+{
+    static uint8_t frame[4096];
+    static char out[8192];
+
+    for (size_t i = 0; i < sizeof(server_twins) / sizeof(server_twins[0]); i++) {
+        struct sb_op op;
+        struct sb_binproto_header hdr;
+        size_t n = vector_bytes(server_twins[i].vector, frame, sizeof(frame));
+        CHECK(n > 0);
+        CHECK_INT(sb_binproto_decode_frame(frame, n, 65536, &hdr, &op), 0);
+        /* Lists are read with the binary codec's iterators. */
+        ssize_t len = sb_jsonops_encode(&op, out, sizeof(out));
+        CHECK(len > 0 && (size_t)len <= sb_jsonops_bound(&op));
+        if (len <= 0) {
+            continue;
+        }
+        out[len] = '\0';
+        if (strcmp(out, server_twins[i].json) != 0) {
+            fprintf(stderr, "%s\n", server_twins[i].vector);
+        }
+        CHECK_STR(out, server_twins[i].json);
     }
 }
 
@@ -1326,6 +1433,7 @@ static void test_base64(void)
 int main(void)
 {
     test_twins();
+    test_server_twins();
     test_decode_fields();
     test_decode_rest();
     test_refusals();
