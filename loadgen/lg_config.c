@@ -1,5 +1,6 @@
 #include "loadgen/lg_config.h"
 #include "loadgen/lg_msgr.h"
+#include "proto/binproto.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -18,6 +19,7 @@ enum opt_type {
     OPT_IO_MODE,
     OPT_FLAG,
     OPT_SECRET,
+    OPT_WIRE,
 };
 
 struct lg_option {
@@ -41,10 +43,14 @@ struct lg_option {
 
 /* Two rows may share a name when their modes differ: --rate means what the mode rates. */
 static const struct lg_option lg_options[] = {
-    {"target", LG_M_ALL, OPT_TARGETS, 0, 0, 0, "HOST:PORT[,...]", "127.0.0.1:8080",
+    {"target", LG_M_ALL, OPT_TARGETS, 0, 0, 0, "HOST:PORT[,...]", "127.0.0.1:8080 (bin: :7000)",
      "server address; repeat or comma-separate for several ports (connection i uses target i % n)"},
-    {"path", LG_M_ALL, OPT_PATH, 0, 0, 0, "PATH", "/echo (chat, fanout: /ws)",
-     "request target of the upgrade (chat and fanout append ?token=...&device=...)"},
+    {"proto", LG_M_ALL, OPT_WIRE, 0, 0, 0, "ws|bin|ws-bin", "ws",
+     "ws: WebSocket (echo: raw payloads; chat, fanout: JSON); bin: binary frames on raw TCP "
+     "(the server's binary port, or binary_tls_listen with --tls); ws-bin: binary frames in "
+     "WebSocket messages on /ws"},
+    {"path", LG_M_ALL, OPT_PATH, 0, 0, 0, "PATH", "/echo (chat, fanout, ws-bin: /ws)",
+     "request target of the upgrade (chat, fanout and ws-bin append ?token=...&device=...)"},
     {"connections", LG_M_ALL, OPT_U64, OFF(connections), 1, 1e8, "N", "100",
      "connections to open (k and M suffixes: 30k)"},
     {"rate", M_HOLD, OPT_DOUBLE, OFF(connect_rate), 0, 1e8, "N", "10000",
@@ -61,7 +67,8 @@ static const struct lg_option lg_options[] = {
     {"timeout", LG_M_ALL, OPT_DOUBLE, OFF(timeout_s), 0.01, 3600, "SECONDS", "10",
      "limit for connect plus handshake of one connection"},
     {"size", M_ECHO | M_LAT, OPT_U64, OFF(size), 0, 16 << 20, "BYTES", "16",
-     "payload bytes per message (latency needs at least 16)"},
+     "payload bytes per message (latency needs at least 16; bin, ws-bin: PING data, at most "
+     "16384)"},
     {"size", M_MSGR, OPT_U64, OFF(size), LG_MSGR_BODY_MIN, LG_MSGR_BODY_MAX, "BYTES", "64",
      "bytes of each message's body (it carries the send time and a message number)"},
     {"pipeline", M_ECHO, OPT_U64, OFF(pipeline), 1, 4096, "K", "1",
@@ -71,8 +78,9 @@ static const struct lg_option lg_options[] = {
     {"batch-us", M_LAT | M_CHAT, OPT_DOUBLE, OFF(batch_us), 0, 1e6, "US", "0",
      "wake this long after a message falls due and send it with all that fell due meanwhile "
      "(fewer wake-ups per message; the wait counts in the latency)"},
-    {"jwt-secret", M_MSGR, OPT_SECRET, 0, 0, 0, "SECRET", NULL,
-     "the server's jwt_secret: loadgen mints each user's HS256 token with it (required)"},
+    {"jwt-secret", LG_M_ALL, OPT_SECRET, 0, 0, 0, "SECRET", NULL,
+     "the server's jwt_secret: loadgen mints each user's HS256 token with it (required by "
+     "chat, fanout and --proto bin, ws-bin)"},
     {"group-share", M_CHAT, OPT_DOUBLE, OFF(group_share), 0, 1, "F", "0.5",
      "fraction of the users that are in groups; the others are paired in direct conversations"},
     {"group-min", M_CHAT, OPT_U64, OFF(group_min), 2, 10000, "N", "10", "smallest group"},
@@ -118,9 +126,20 @@ static const char *const mode_help[LG_MODE_COUNT] = {
                         "deliveries/s and the latency to the last member"),
 };
 
+static const char *const wire_names[LG_WIRE_COUNT] = {
+    [LG_WIRE_WS] = "ws",
+    [LG_WIRE_BIN] = "bin",
+    [LG_WIRE_WS_BIN] = "ws-bin",
+};
+
 const char *lg_mode_name(enum lg_mode mode)
 {
     return (unsigned)mode < LG_MODE_COUNT ? mode_names[mode] : NULL;
+}
+
+const char *lg_wire_name(enum lg_wire wire)
+{
+    return (unsigned)wire < LG_WIRE_COUNT ? wire_names[wire] : NULL;
 }
 
 void lg_config_usage(FILE *out, enum lg_mode mode)
@@ -298,6 +317,15 @@ static int set_option(struct lg_config *cfg, const struct lg_option *o, const ch
     case OPT_FLAG:
         *(bool *)(void *)field = true;
         return 0;
+    case OPT_WIRE:
+        for (int i = 0; i < LG_WIRE_COUNT; i++) {
+            if (strcmp(val, wire_names[i]) == 0) {
+                cfg->wire = (enum lg_wire)i;
+                return 0;
+            }
+        }
+        fprintf(stderr, "switchboard-loadgen: --proto is ws, bin or ws-bin\n");
+        return -EINVAL;
     case OPT_SECRET:
         if (val[0] == '\0' || strlen(val) >= sizeof(cfg->jwt_secret)) {
             fprintf(stderr, "switchboard-loadgen: --%s wants 1 to %d bytes\n", o->name,
@@ -333,11 +361,19 @@ static int validate(const struct lg_config *cfg)
                         "carries a sequence number and the intended send time)\n");
         return -EINVAL;
     }
-    if (LG_MODE_IS_MSGR(cfg->mode) && cfg->jwt_secret[0] == '\0') {
+    if ((LG_MODE_IS_MSGR(cfg->mode) || cfg->wire != LG_WIRE_WS) && cfg->jwt_secret[0] == '\0') {
         fprintf(stderr,
-                "switchboard-loadgen: %s needs --jwt-secret (the server's jwt_secret), "
+                "switchboard-loadgen: %s%s needs --jwt-secret (the server's jwt_secret), "
                 "to mint the users' tokens\n",
-                lg_mode_name(cfg->mode));
+                cfg->wire != LG_WIRE_WS ? "--proto " : "",
+                cfg->wire != LG_WIRE_WS ? lg_wire_name(cfg->wire) : lg_mode_name(cfg->mode));
+        return -EINVAL;
+    }
+    if (cfg->wire != LG_WIRE_WS && (cfg->mode == LG_MODE_ECHO || cfg->mode == LG_MODE_LATENCY) &&
+        cfg->size > SB_OPS_PING_MAX) {
+        fprintf(stderr,
+                "switchboard-loadgen: with --proto %s, --size is the data of a PING: at most %d\n",
+                lg_wire_name(cfg->wire), SB_OPS_PING_MAX);
         return -EINVAL;
     }
     if (cfg->mode == LG_MODE_FANOUT && cfg->connections < 2) {
@@ -360,7 +396,7 @@ static int validate(const struct lg_config *cfg)
 
 static int parse_args(struct lg_config *cfg, int argc, char **argv)
 {
-    bool targets_replaced = false;
+    bool targets_replaced = false, path_given = false;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -398,7 +434,16 @@ static int parse_args(struct lg_config *cfg, int argc, char **argv)
         int err = set_option(cfg, o, val, &targets_replaced);
         if (err)
             return err;
+        path_given |= o->type == OPT_PATH;
     }
+    /* The defaults follow --proto: binary frames live on the binary port, or on /ws. */
+    if (cfg->wire == LG_WIRE_BIN && !targets_replaced) {
+        char def[32];
+        snprintf(def, sizeof(def), "127.0.0.1:%d", SB_BINPROTO_PORT);
+        lg_config_parse_target(def, &cfg->targets[0]);
+    }
+    if (cfg->wire == LG_WIRE_WS_BIN && !path_given)
+        snprintf(cfg->path, sizeof(cfg->path), "/ws");
     return validate(cfg);
 }
 

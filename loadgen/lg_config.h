@@ -27,6 +27,14 @@ enum lg_mode {
 /* The messaging scenarios: JSON protocol on /ws, one user per connection. */
 #define LG_MODE_IS_MSGR(mode) ((mode) == LG_MODE_CHAT || (mode) == LG_MODE_FANOUT)
 
+/* What runs over each connection (--proto). */
+enum lg_wire {
+    LG_WIRE_WS,     /* WebSocket: raw payloads (echo), the JSON protocol (chat, fanout) */
+    LG_WIRE_BIN,    /* the binary protocol on raw TCP (the server's binary port) */
+    LG_WIRE_WS_BIN, /* binary frames in WebSocket binary messages (/ws, switchboard.v1) */
+    LG_WIRE_COUNT
+};
+
 #define LG_M(mode) (1u << (mode))
 #define LG_M_ALL ((1u << LG_MODE_COUNT) - 1)
 
@@ -37,6 +45,7 @@ struct lg_target {
 
 struct lg_config {
     enum lg_mode mode;
+    enum lg_wire wire;
     struct lg_target targets[LG_MAX_TARGETS];
     unsigned ntargets;
     char path[LG_PATH_MAX];
@@ -66,6 +75,9 @@ struct lg_config {
 
 /* Returns the mode's name ("hold"), or NULL for an invalid mode. */
 const char *lg_mode_name(enum lg_mode mode);
+
+/* Returns the --proto name ("ws", "bin", "ws-bin"), or NULL for an invalid value. */
+const char *lg_wire_name(enum lg_wire wire);
 
 /*
  * Parses argv (argv[1] is the mode) into *cfg, starting from the mode's defaults.

@@ -139,6 +139,7 @@ static void conn_release(struct lg_conn *c)
     free(c->tx[1].data);
     free(c->rx.gather);
     c->rx.gather = NULL;
+    lg_bin_rx_free(&c->brx);
     c->hs = NULL;
     c->rxbuf = NULL;
     memset(c->tx, 0, sizeof(c->tx));
@@ -231,7 +232,8 @@ void lg_conn_established(struct lg_worker *w, struct lg_conn *c)
     c->state = LG_CS_OPEN;
     free(c->hs);
     c->hs = NULL;
-    if (w->scn->gather && !c->rx.gather) {
+    /* Binary frames arrive whole (lg_bin.h): the gather buffer is for the JSON protocol. */
+    if (w->scn->gather && !c->rx.gather && w->cfg->wire == LG_WIRE_WS) {
         c->rx.gather = malloc(w->scn->gather);
         if (!c->rx.gather) {
             lg_conn_drop(w, c, LG_C_DROPPED, false);
@@ -294,6 +296,25 @@ int lg_conn_send_op(struct lg_worker *w, struct lg_conn *c, uint8_t opcode, cons
     if (err < 0)
         lg_conn_drop(w, c, LG_C_DROPPED, false);
     return err;
+}
+
+int lg_conn_send_frame(struct lg_worker *w, struct lg_conn *c, const struct sb_op *op)
+{
+    int err = w->proto->send_op(w, c, op);
+    if (err < 0)
+        lg_conn_drop(w, c, LG_C_DROPPED, false);
+    return err;
+}
+
+void lg_conn_half_close(struct lg_worker *w, struct lg_conn *c)
+{
+    (void)w;
+    if (c->fd < 0 || (c->flags & LG_CF_SHUT))
+        return;
+    if (!(c->flags & LG_CF_SEND) && tx_collecting(c)->len == 0)
+        shutdown(c->fd, SHUT_WR);
+    else
+        c->flags |= LG_CF_HALF_CLOSE; /* on_send does it once the queue drains */
 }
 
 static void send_inflight(struct lg_worker *w, struct lg_conn *c)
@@ -496,6 +517,9 @@ static void on_send(struct lg_worker *w, struct lg_conn *c, int res)
     c->tx_off = 0;
     if (!(c->flags & LG_CF_SHUT) && tx_collecting(c)->len > 0) {
         conn_send(w, c);
+    } else if ((c->flags & (LG_CF_HALF_CLOSE | LG_CF_SHUT)) == LG_CF_HALF_CLOSE) {
+        c->flags &= (uint16_t)~LG_CF_HALF_CLOSE;
+        shutdown(c->fd, SHUT_WR);
     } else if (w->scn->sparse_tx) {
         /* An idle held connection then costs only its struct; a pong reallocates. */
         free(c->tx[0].data);

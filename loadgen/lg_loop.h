@@ -12,8 +12,9 @@
  * io_uring_submit_and_wait_timeout call and handles the completions it returns.
  *
  * Two pluggable layers sit on top, both called on the worker's thread only:
- *   struct lg_proto    turns bytes into messages and back (WebSocket today; a binary protocol
- *                      later plugs in the same way);
+ *   struct lg_proto    turns bytes into messages and back: WebSocket (lg_proto_ws.c, which
+ *                      also carries binary frames for --proto ws-bin) or the binary protocol
+ *                      on raw TCP (lg_proto_bin.c);
  *   struct lg_scenario decides what to send and what to measure (hold, echo, latency).
  * Lifecycle rule: a connection's socket is closed only when no operation on it is in flight;
  * handlers never close it themselves, they ask for it (lg_conn_fail / lg_conn_drop).
@@ -26,6 +27,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "loadgen/lg_bin.h"
 #include "loadgen/lg_config.h"
 #include "loadgen/lg_rand.h"
 #include "loadgen/lg_stats.h"
@@ -63,6 +65,8 @@ enum lg_conn_state {
 #define LG_CF_SHUT 0x020       /* shutdown(2) or cancel issued: reads are over */
 #define LG_CF_ABORT 0x040      /* close with RST: the peer gets no say */
 #define LG_CF_CLOSE_SENT 0x080 /* our close frame is queued */
+#define LG_CF_UPGRADED 0x100   /* ws-bin: the 101 is in; WebSocket frames follow (HELLO sent) */
+#define LG_CF_HALF_CLOSE 0x200 /* shutdown(SHUT_WR) once the send queue has drained */
 
 /* A growable byte buffer owned by one connection. */
 struct lg_buf {
@@ -86,7 +90,9 @@ struct lg_conn {
     uint8_t *rxbuf;      /* receive buffer when there is no buffer ring */
     struct lg_buf tx[2]; /* one collects frames while the other is being sent */
     char key[LG_WS_KEY_LEN + 1];
+    uint8_t msg_frames; /* ws-bin: binary frames in the WebSocket message being received */
     struct lg_ws_rx rx;
+    struct lg_bin_rx brx; /* bin, ws-bin: the binary frame stream */
 };
 
 struct lg_worker;
@@ -103,9 +109,31 @@ struct lg_proto {
                 size_t len);
     /* Queues a polite close (sets LG_CF_CLOSE_SENT). */
     void (*close)(struct lg_worker *w, struct lg_conn *c, uint16_t code);
+    /* Queues one binary-protocol frame (bin, ws-bin). Returns 0, -ENOBUFS (the queue is full)
+     * or -EINVAL (op breaks a limit of its type). */
+    int (*send_op)(struct lg_worker *w, struct lg_conn *c, const struct sb_op *op);
 };
 
 extern const struct lg_proto lg_proto_ws;
+extern const struct lg_proto lg_proto_bin;
+
+/*
+ * The binary protocol's session, shared by lg_proto_bin (raw TCP) and lg_proto_ws (ws-bin);
+ * via is the transport whose send_op carries answers.
+ *
+ * lg_bin_hello queues the HELLO that opens the session: with the connection's token on raw
+ * TCP, with none on WebSocket (the upgrade authenticated). Returns 0 or a negative errno.
+ *
+ * lg_bin_frame handles one whole frame from the server: before WELCOME, the WELCOME (the
+ * connection becomes LG_CS_OPEN) or the ERROR that refuses the HELLO (a failed attempt);
+ * afterwards it answers PING with PONG, ends the connection on GOAWAY and hands every other
+ * frame, decoded, to the scenario. A frame the codec refuses is a protocol error (the
+ * connection is dropped), except an unknown type, which is skipped as the spec asks. Returns 0,
+ * or -ECONNABORTED once the connection left LG_CS_HANDSHAKE/LG_CS_OPEN (stop reading).
+ */
+int lg_bin_hello(struct lg_worker *w, struct lg_conn *c, const struct lg_proto *via);
+int lg_bin_frame(struct lg_worker *w, struct lg_conn *c, const struct lg_proto *via,
+                 const uint8_t *frame, size_t len);
 
 /* Hooks a scenario provides; any may be NULL. All but prepare and release run on the worker's
  * thread. */
@@ -120,9 +148,6 @@ struct lg_scenario {
     int (*prepare)(const struct lg_config *cfg, const struct lg_share *share);
     /* After every worker has ended, on the runner's thread. */
     void (*release)(void);
-    /* Writes the upgrade's request target for c (default: --path). Returns its length or
-     * -ENOSPC. */
-    ssize_t (*request_path)(struct lg_worker *w, struct lg_conn *c, char *out, size_t cap);
     /* A connection completed its handshake. */
     void (*established)(struct lg_worker *w, struct lg_conn *c);
     /* SETUP, every iteration: returns true once this worker may start RUN, else sets *next
@@ -252,6 +277,13 @@ int lg_conn_send(struct lg_worker *w, struct lg_conn *c, const void *payload, si
 /* lg_conn_send with an opcode (SB_WS_TEXT for the JSON protocol). */
 int lg_conn_send_op(struct lg_worker *w, struct lg_conn *c, uint8_t opcode, const void *payload,
                     size_t len);
+
+/* Queues one binary-protocol frame through the worker's protocol; drops c if it cannot. */
+int lg_conn_send_frame(struct lg_worker *w, struct lg_conn *c, const struct sb_op *op);
+
+/* Ends c's sending side (shutdown SHUT_WR) as soon as what is queued has gone out: the raw
+ * TCP protocol's polite close, which the server answers by closing. */
+void lg_conn_half_close(struct lg_worker *w, struct lg_conn *c);
 
 /* The handshake succeeded: c becomes LG_CS_OPEN. */
 void lg_conn_established(struct lg_worker *w, struct lg_conn *c);

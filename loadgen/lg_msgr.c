@@ -74,12 +74,20 @@ int lg_msgr_body_parse(const char *body, size_t len, struct lg_msgr_stamp *s)
     return 0;
 }
 
+ssize_t lg_msgr_client_id(char *out, size_t cap, const char *run, uint64_t n, uint64_t t)
+{
+    int k = snprintf(out, cap, "%s.%llx.%llx", run, (unsigned long long)n, (unsigned long long)t);
+    return k < 0 || (size_t)k >= cap ? -ENOSPC : k;
+}
+
 ssize_t lg_msgr_send(char *out, size_t cap, const char *run, uint64_t n, uint64_t t, bool to_user,
                      const char *dest, const char *body, size_t body_len)
 {
-    int head =
-        snprintf(out, cap, "{\"type\":\"send\",\"id\":\"%s.%llx.%llx\",\"%s\":\"%s\",\"body\":\"",
-                 run, (unsigned long long)n, (unsigned long long)t, to_user ? "to" : "conv", dest);
+    char id[LG_MSGR_CLIENT_ID_MAX];
+    if (lg_msgr_client_id(id, sizeof(id), run, n, t) < 0)
+        return -ENOSPC;
+    int head = snprintf(out, cap, "{\"type\":\"send\",\"id\":\"%s\",\"%s\":\"%s\",\"body\":\"", id,
+                        to_user ? "to" : "conv", dest);
     if (head < 0 || (size_t)head + body_len + 2 >= cap)
         return -ENOSPC;
     memcpy(out + head, body, body_len);
@@ -187,17 +195,23 @@ int lg_msgr_delivery(const char *p, size_t len, size_t body_size, struct lg_msgr
     return lg_msgr_body_parse(p + toks[b].start, toks[b].len, s) == 0 ? 1 : 0;
 }
 
-int lg_msgr_ack(const char *p, size_t len, const char *run, uint64_t *t)
+int lg_msgr_client_id_time(const char *v, size_t vlen, const char *run, uint64_t *t)
 {
-    size_t vlen, rlen = strlen(run);
-    const char *v = find_str(p, len, "id", &vlen);
-    if (!v || vlen < rlen + 4 || memcmp(v, run, rlen) != 0 || v[rlen] != '.')
+    size_t rlen = strlen(run);
+    if (vlen < rlen + 4 || memcmp(v, run, rlen) != 0 || v[rlen] != '.')
         return -EBADMSG;
     const char *dot = memrchr(v, '.', vlen);
     size_t digits = vlen - (size_t)(dot + 1 - v);
     if (dot == v + rlen || digits == 0 || digits > 16)
         return -EBADMSG;
     return get_hex(dot + 1, (int)digits, t);
+}
+
+int lg_msgr_ack(const char *p, size_t len, const char *run, uint64_t *t)
+{
+    size_t vlen;
+    const char *v = find_str(p, len, "id", &vlen);
+    return v ? lg_msgr_client_id_time(v, vlen, run, t) : -EBADMSG;
 }
 
 /* True for an id of the protocol's alphabet ([A-Za-z0-9_.@:-]): safe inside a JSON string. */

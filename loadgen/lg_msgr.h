@@ -52,6 +52,19 @@ void lg_msgr_body(char *out, size_t size, const struct lg_msgr_stamp *s);
 /* Reads a body written by lg_msgr_body. Returns 0 or -EBADMSG. */
 int lg_msgr_body_parse(const char *body, size_t len, struct lg_msgr_stamp *s);
 
+#define LG_MSGR_CLIENT_ID_MAX 48 /* "<run>.<n hex>.<t hex>", NUL included */
+
+/*
+ * Writes the client id of message n sent at time t, "<run>.<n hex>.<t hex>": unique per run,
+ * so no send is a duplicate, and the ack is timed from its own id. Returns its length or
+ * -ENOSPC.
+ */
+ssize_t lg_msgr_client_id(char *out, size_t cap, const char *run, uint64_t n, uint64_t t);
+
+/* Reads the send time back out of a client id of this run. Returns 0, or -EBADMSG when the id
+ * is not one of ours. */
+int lg_msgr_client_id_time(const char *id, size_t len, const char *run, uint64_t *t);
+
 /*
  * Writes a send request: {"type":"send","id":"<run>.<n hex>.<t hex>","to"|"conv":dest,
  * "body":body}. The client id is unique per run and carries the send time, so the ack is timed

@@ -121,8 +121,11 @@ void lg_report_table(FILE *out, const struct lg_config *cfg, const struct lg_pla
 {
     fprintf(out, "switchboard-loadgen %s: ", lg_mode_name(cfg->mode));
     print_targets(out, cfg);
-    fprintf(out, " %s, %llu connections, %u thread%s in %u process%s\n", cfg->path,
-            ull(cfg->connections), plan->threads, plan->threads > 1 ? "s" : "", plan->processes,
+    fprintf(out, "%s%s%s%s, %llu connections, %u thread%s in %u process%s\n",
+            cfg->wire == LG_WIRE_BIN ? "" : " ", cfg->wire == LG_WIRE_BIN ? "" : cfg->path,
+            cfg->wire == LG_WIRE_WS ? "" : " --proto ",
+            cfg->wire == LG_WIRE_WS ? "" : lg_wire_name(cfg->wire), ull(cfg->connections),
+            plan->threads, plan->threads > 1 ? "s" : "", plan->processes,
             plan->processes > 1 ? "es" : "");
     fprintf(out,
             "connections   attempted %llu  established %llu  failed %llu  open at end %llu"
@@ -198,10 +201,21 @@ bool lg_report_hints(FILE *out, const struct lg_config *cfg, const struct lg_pla
                 "accept backlog may overflow (net.core.somaxconn, "
                 "net.ipv4.tcp_max_syn_backlog), or lower --rate.\n",
                 ull(c[LG_C_FAIL_TIMEOUT]), cfg->timeout_s);
-    if (c[LG_C_FAIL_STATUS])
+    if (c[LG_C_FAIL_STATUS] && cfg->wire == LG_WIRE_BIN)
+        fprintf(out,
+                "hint: the server refused the HELLO as unauthorized (%d): is --jwt-secret "
+                "the server's jwt_secret?\n",
+                s->status_sample);
+    else if (c[LG_C_FAIL_STATUS])
         fprintf(out, "hint: the server answered the upgrade with HTTP %d: is --path %s right?\n",
                 s->status_sample, cfg->path);
-    if (c[LG_C_FAIL_HANDSHAKE])
+    if (c[LG_C_FAIL_HANDSHAKE] && cfg->wire != LG_WIRE_WS)
+        fprintf(out,
+                "hint: %llu handshakes failed: no 101 with the switchboard.v1 subprotocol "
+                "(ws-bin), or no WELCOME answering the HELLO: is this switchboard's binary "
+                "%s?\n",
+                ull(c[LG_C_FAIL_HANDSHAKE]), cfg->wire == LG_WIRE_BIN ? "port" : "/ws");
+    else if (c[LG_C_FAIL_HANDSHAKE])
         fprintf(out,
                 "hint: %llu 101 responses lacked Upgrade/Connection or had a wrong "
                 "Sec-WebSocket-Accept.\n",
@@ -272,7 +286,7 @@ static void json_parameters(FILE *f, const struct lg_config *cfg, const struct l
         fprintf(f, "%s", i ? ", " : "");
         json_string(f, cfg->targets[i].text);
     }
-    fprintf(f, "],\n    \"path\": ");
+    fprintf(f, "],\n    \"proto\": \"%s\",\n    \"path\": ", lg_wire_name(cfg->wire));
     json_string(f, cfg->path);
     char src[INET_ADDRSTRLEN] = "";
     inet_ntop(AF_INET, &cfg->source_from, src, sizeof(src));

@@ -146,7 +146,6 @@ const struct lg_scenario lg_scenario_chat = {
     .gather = LG_MSGR_GATHER,
     .prepare = chat_prepare,
     .release = lg_msgr_release,
-    .request_path = lg_msgr_request_path,
     .established = lg_msgr_established,
     .setup = lg_msgr_setup,
     .run_start = chat_run_start,

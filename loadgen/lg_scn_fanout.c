@@ -124,7 +124,6 @@ const struct lg_scenario lg_scenario_fanout = {
     .gather = LG_MSGR_GATHER,
     .prepare = fanout_prepare,
     .release = fanout_release,
-    .request_path = lg_msgr_request_path,
     .established = lg_msgr_established,
     .setup = lg_msgr_setup,
     .run_start = fanout_run_start,

@@ -1,6 +1,35 @@
 #include "loadgen/lg_scn_msg.h"
 
+#include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
+
+#include "proto/ops.h"
+
+/* One sample of the server's ERROR answers goes to stderr per process. */
+static _Atomic int error_shown;
+
+static void show_error(const struct lg_conn *c, const struct sb_op_error *e)
+{
+    if (atomic_exchange(&error_shown, 1))
+        return;
+    const char *name = sb_ops_err_name(e->code);
+    fprintf(stderr,
+            "switchboard-loadgen: the server answered a PING of lg%u with an error (%s: %.*s)\n",
+            c->id, name ? name : "internal", (int)e->message.len, e->message.base);
+}
+
+/* --proto bin, ws-bin: the payload travels as the data of a PING whose request id is the
+ * sequence number; the server answers PONG with both. */
+static int send_ping(struct lg_worker *w, struct lg_conn *c, uint64_t seq, size_t size)
+{
+    struct sb_op op;
+    memset(&op, 0, sizeof(op));
+    op.type = SB_OP_PING;
+    op.request_id = (uint32_t)seq;
+    op.u.ping.data = sb_slice_from((const char *)w->payload, size);
+    return lg_conn_send_frame(w, c, &op);
+}
 
 int lg_msg_send(struct lg_worker *w, struct lg_conn *c, uint64_t t)
 {
@@ -14,7 +43,8 @@ int lg_msg_send(struct lg_worker *w, struct lg_conn *c, uint64_t t)
         memcpy(w->payload, &seq, (size_t)size);
     if (size >= 16)
         memcpy(w->payload + 8, &t, 8);
-    int err = lg_conn_send(w, c, w->payload, (size_t)size);
+    int err = w->cfg->wire == LG_WIRE_WS ? lg_conn_send(w, c, w->payload, (size_t)size)
+                                         : send_ping(w, c, seq, (size_t)size);
     if (err < 0)
         return err;
     c->seq_out++;
@@ -24,24 +54,56 @@ int lg_msg_send(struct lg_worker *w, struct lg_conn *c, uint64_t t)
     return 0;
 }
 
+/*
+ * A binary-protocol answer as a payload: a PONG's data, checked whole (the sequence number,
+ * then past the time stamp the filler every message carries) since the frame is whole anyway.
+ * Returns false for anything that is not the PONG of message seq.
+ */
+static bool pong_payload(const struct lg_worker *w, const struct sb_op *op, uint64_t seq,
+                         const uint8_t **data, uint64_t *len)
+{
+    *data = NULL;
+    *len = 0;
+    if (op->type != SB_OP_PONG)
+        return false;
+    const struct sb_slice *d = &op->u.ping.data;
+    *data = (const uint8_t *)d->base;
+    *len = d->len;
+    uint64_t size = w->cfg->size;
+    return op->request_id == (uint32_t)seq && d->len == size &&
+           (size <= 16 || memcmp(d->base + 16, w->payload + 16, (size_t)size - 16) == 0);
+}
+
 bool lg_msg_check(struct lg_worker *w, struct lg_conn *c, const struct lg_ws_msg *m)
 {
     uint64_t size = w->cfg->size;
     uint64_t seq = c->seq_in;
     struct lg_stats *s = &w->stats;
+    const uint8_t *head = m->head;
+    uint64_t len = m->len;
+    bool ok = m->opcode == SB_WS_BINARY;
+    if (m->op) {
+        if (m->op->type != SB_OP_PONG && m->op->type != SB_OP_ERROR) {
+            s->c[LG_C_MISMATCHED]++; /* not an answer to anything we sent */
+            return false;
+        }
+        if (m->op->type == SB_OP_ERROR)
+            show_error(c, &m->op->u.error); /* rate_limited, say: the reply still counts */
+        ok = pong_payload(w, m->op, seq, &head, &len);
+    }
     s->c[LG_C_MSGS_RECV]++;
-    s->c[LG_C_BYTES_RECV] += m->len;
+    s->c[LG_C_BYTES_RECV] += len;
     if (c->seq_in < c->seq_out) {
         c->seq_in++;
         w->sc.outstanding--;
     }
-    bool ok = m->opcode == SB_WS_BINARY && m->len == size && seq < c->seq_out;
+    ok = ok && len == size && seq < c->seq_out;
     if (ok && size >= 8) {
         uint64_t got;
-        memcpy(&got, m->head, 8);
+        memcpy(&got, head, 8);
         ok = got == seq;
     } else if (ok) {
-        ok = memcmp(m->head, &seq, (size_t)size) == 0;
+        ok = memcmp(head, &seq, (size_t)size) == 0;
     }
     if (!ok) {
         s->c[LG_C_MISMATCHED]++;
@@ -49,7 +111,7 @@ bool lg_msg_check(struct lg_worker *w, struct lg_conn *c, const struct lg_ws_msg
     }
     if (size >= 16) {
         uint64_t t;
-        memcpy(&t, m->head + 8, 8);
+        memcpy(&t, head + 8, 8);
         lg_hist_record(&s->h[LG_H_LATENCY], w->now > t ? w->now - t : 0);
     }
     return true;

@@ -1,7 +1,8 @@
 /*
  * What chat and fanout share: users, conversations and the JSON protocol at run time.
  *
- * Connection i is user "lg<i>" with one device; its token is minted here with --jwt-secret.
+ * Connection i is user "lg<i>" with one device; its token is minted with --jwt-secret
+ * (lg_auth.h).
  * Unlike echo, a message sent on one connection arrives on others, possibly on another worker
  * thread, so the state that ties them together lives in one struct per process (lg_msgr_rt,
  * filled in by the scenario's prepare hook before the workers start). Both scenarios therefore
@@ -23,7 +24,6 @@
 
 #include "loadgen/lg_loop.h"
 #include "loadgen/lg_msgr.h"
-#include "proto/jwt.h"
 
 #define LG_MSGR_NO_CONV UINT32_MAX
 #define LG_MSGR_PER_REQUEST 1000 /* users one conv_create or conv_add may name */
@@ -49,7 +49,6 @@ struct lg_msgr_rt {
     const struct lg_config *cfg;
     uint32_t nusers;
     char run[12]; /* client ids start with it: unique per run, so no send is a duplicate */
-    struct sb_jwt_key key;
     struct lg_msgr_conv *convs;
     uint32_t nconvs;
     uint32_t *user_conv;     /* per user: index into convs, or LG_MSGR_NO_CONV */
@@ -77,7 +76,6 @@ int lg_msgr_prepare(const struct lg_config *cfg, const struct lg_share *share, u
 void lg_msgr_release(void);
 
 /* The hooks both scenarios use as they are. */
-ssize_t lg_msgr_request_path(struct lg_worker *w, struct lg_conn *c, char *out, size_t cap);
 void lg_msgr_established(struct lg_worker *w, struct lg_conn *c);
 void lg_msgr_conn_lost(struct lg_worker *w, struct lg_conn *c);
 bool lg_msgr_setup(struct lg_worker *w, uint64_t *next);

@@ -9,11 +9,17 @@
 
 const struct lg_counter_info lg_counter_info[LG_C_COUNT] = {
     [LG_C_ATTEMPTED] = {"attempted", "connection attempts started"},
-    [LG_C_ESTABLISHED] = {"established", "handshakes completed (HTTP 101, accept key checked)"},
+    [LG_C_ESTABLISHED] = {"established",
+                          "handshakes completed (HTTP 101, accept key checked; bin, ws-bin: "
+                          "WELCOME)"},
     [LG_C_FAIL_REFUSED] = {"refused", "connect failed: connection refused (nothing listening)"},
     [LG_C_FAIL_TIMEOUT] = {"timeout", "connect or handshake did not finish within --timeout"},
-    [LG_C_FAIL_STATUS] = {"handshake_status", "the server answered the upgrade with non-101"},
-    [LG_C_FAIL_HANDSHAKE] = {"handshake_invalid", "malformed 101 response or wrong accept key"},
+    [LG_C_FAIL_STATUS] = {"handshake_status",
+                          "the server answered the upgrade with non-101 (bin: HELLO refused "
+                          "as unauthorized, shown as 401)"},
+    [LG_C_FAIL_HANDSHAKE] = {"handshake_invalid",
+                             "malformed 101 response or wrong accept key (ws-bin: no "
+                             "switchboard.v1; bin, ws-bin: no WELCOME)"},
     [LG_C_FAIL_RESET] = {"reset", "reset or closed by the server before the handshake ended"},
     [LG_C_FAIL_FDLIMIT] = {"fd_limit", "socket() failed with EMFILE/ENFILE"},
     [LG_C_FAIL_PORTS] = {"no_ports", "EADDRNOTAVAIL: ephemeral ports exhausted"},
@@ -21,15 +27,19 @@ const struct lg_counter_info lg_counter_info[LG_C_COUNT] = {
     [LG_C_FAIL_OTHER] = {"other", "any other error (see errno_sample)"},
     [LG_C_CLOSED_BY_SERVER] = {"closed_by_server", "established, then a close frame came"},
     [LG_C_DROPPED] = {"dropped", "established, then reset or EOF without a close frame"},
-    [LG_C_PROTO_ERRORS] = {"protocol_errors", "server frames that broke RFC 6455"},
+    [LG_C_PROTO_ERRORS] =
+        {"protocol_errors",
+         "server frames that broke RFC 6455 (bin, ws-bin: or the binary protocol)"},
     [LG_C_OPEN_AT_END] = {"open_at_end", "connections still open when the run ended"},
     [LG_C_PEAK_OPEN] = {"peak_open", "most connections open at once (sum of worker peaks)"},
-    [LG_C_PINGS] = {"pings_answered", "server pings answered with a pong"},
+    [LG_C_PINGS] = {"pings_answered", "server pings answered with a pong (or PONG frame)"},
     [LG_C_MSGS_SENT] = {"messages_sent", "data messages sent"},
     [LG_C_MSGS_RECV] = {"messages_received", "data messages received"},
     [LG_C_BYTES_SENT] = {"bytes_sent", "payload bytes sent"},
     [LG_C_BYTES_RECV] = {"bytes_received", "payload bytes received"},
-    [LG_C_MISMATCHED] = {"mismatched", "echoes with a wrong opcode, length or sequence"},
+    [LG_C_MISMATCHED] =
+        {"mismatched",
+         "echoes with a wrong opcode, length or sequence (bin: PONG request id, data)"},
     [LG_C_LOST] = {"lost", "messages sent but never answered"},
     [LG_C_LATE] = {"late_sends", "latency, chat: sends more than 1 ms behind their schedule"},
     [LG_C_ACKS] = {"acks", "chat, fanout: sends acked by the server"},

@@ -1,8 +1,9 @@
 /*
- * TLS under lg_proto_ws (see lg_tls.h). Each connection has an SSL and a BIO of its own: the
- * BIO reads the receive being handled and appends records to the connection's send queue.
+ * TLS under lg_proto_ws or lg_proto_bin (see lg_tls.h). Each connection has an SSL and a BIO of
+ * its own: the BIO reads the receive being handled and appends records to the connection's send
+ * queue.
  *
- * Sealing: the WebSocket layer writes plaintext into the collecting send buffer (directly, or
+ * Sealing: the protocol under it writes plaintext into the collecting send buffer (directly, or
  * through lg_conn_send from a scenario called while a message is handled). Every hook of this
  * layer notes where the buffer ended when the outermost hook began (the mark; everything before
  * it is records already), and on the way out replaces the bytes after the mark with their
@@ -137,6 +138,13 @@ static void leave(struct lg_tls_conn *t)
 
 /* ---- the protocol hooks -------------------------------------------------------------------- */
 
+/* What runs inside TLS: WebSocket (wss://, also with ws-bin), or binary frames (--proto bin,
+ * against the server's binary_tls_listen). */
+static const struct lg_proto *inner(const struct lg_worker *w)
+{
+    return w->cfg->wire == LG_WIRE_BIN ? &lg_proto_bin : &lg_proto_ws;
+}
+
 static void handshake_failed(struct lg_worker *w, struct lg_conn *c, struct lg_tls_conn *t)
 {
     unsigned long e = ERR_peek_last_error();
@@ -216,13 +224,13 @@ static void tls_data(struct lg_worker *w, struct lg_conn *c, const uint8_t *data
         }
         t->up = true;
         t->mark = collecting(c)->len;
-        lg_proto_ws.connected(w, c); /* the upgrade request, sealed on the way out */
+        inner(w)->connected(w, c); /* the upgrade request or HELLO, sealed on the way out */
     }
     uint8_t buf[16384];
     while (c->state == LG_CS_HANDSHAKE || c->state == LG_CS_OPEN || c->state == LG_CS_CLOSING) {
         int n = SSL_read(t->ssl, buf, sizeof(buf));
         if (n > 0) {
-            lg_proto_ws.data(w, c, buf, (size_t)n);
+            inner(w)->data(w, c, buf, (size_t)n);
             continue;
         }
         int e = SSL_get_error(t->ssl, n);
@@ -245,7 +253,7 @@ static int tls_send(struct lg_worker *w, struct lg_conn *c, uint8_t opcode, cons
     if (!t || !t->up)
         return -ENOBUFS;
     enter(w, c, t);
-    int r = lg_proto_ws.send(w, c, opcode, payload, len);
+    int r = inner(w)->send(w, c, opcode, payload, len);
     leave(t);
     return r;
 }
@@ -256,8 +264,19 @@ static void tls_close(struct lg_worker *w, struct lg_conn *c, uint16_t code)
     if (!t || !t->up)
         return;
     enter(w, c, t);
-    lg_proto_ws.close(w, c, code);
+    inner(w)->close(w, c, code);
     leave(t);
+}
+
+static int tls_send_op(struct lg_worker *w, struct lg_conn *c, const struct sb_op *op)
+{
+    struct lg_tls_conn *t = tls_of(c);
+    if (!t || !t->up)
+        return -ENOBUFS;
+    enter(w, c, t);
+    int r = inner(w)->send_op(w, c, op);
+    leave(t);
+    return r;
 }
 
 static const struct lg_proto lg_proto_tls = {
@@ -266,6 +285,7 @@ static const struct lg_proto lg_proto_tls = {
     .data = tls_data,
     .send = tls_send,
     .close = tls_close,
+    .send_op = tls_send_op,
 };
 
 /* ---- setup --------------------------------------------------------------------------------- */
@@ -323,5 +343,7 @@ int lg_tls_init(const struct lg_config *cfg)
 
 const struct lg_proto *lg_tls_proto(const struct lg_config *cfg)
 {
-    return cfg->tls ? &lg_proto_tls : &lg_proto_ws;
+    if (cfg->tls)
+        return &lg_proto_tls;
+    return cfg->wire == LG_WIRE_BIN ? &lg_proto_bin : &lg_proto_ws;
 }

@@ -1,5 +1,6 @@
 /*
- * TLS for the load generator (--tls): a protocol layer that wraps lg_proto_ws, so wss://
+ * TLS for the load generator (--tls): a protocol layer that wraps lg_proto_ws (or lg_proto_bin
+ * with --proto bin, for the server's binary_tls_listen), so wss://
  * traffic runs through the same io_uring loop. The TLS library (BoringSSL, or OpenSSL 3 with
  * -DSB_TLS=openssl) reads each receive through a memory BIO of the connection and its records
  * are appended to the connection's send queue; what the WebSocket layer queues is sealed before
@@ -18,7 +19,8 @@
  */
 int lg_tls_init(const struct lg_config *cfg);
 
-/* The protocol to use for cfg: lg_proto_ws, or the TLS layer over it with --tls. */
+/* The protocol to use for cfg: lg_proto_ws or lg_proto_bin (--proto), under the TLS layer with
+ * --tls. */
 const struct lg_proto *lg_tls_proto(const struct lg_config *cfg);
 
 #endif

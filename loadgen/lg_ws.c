@@ -31,7 +31,7 @@ static void base64_16(const uint8_t in[16], char out[LG_WS_KEY_LEN + 1])
 }
 
 ssize_t lg_ws_request(char *out, size_t cap, const char *host, const char *path,
-                      const uint8_t nonce[16], char key[LG_WS_KEY_LEN + 1])
+                      const char *protocol, const uint8_t nonce[16], char key[LG_WS_KEY_LEN + 1])
 {
     base64_16(nonce, key);
     int n = snprintf(out, cap,
@@ -41,8 +41,10 @@ ssize_t lg_ws_request(char *out, size_t cap, const char *host, const char *path,
                      "Connection: Upgrade\r\n"
                      "Sec-WebSocket-Key: %s\r\n"
                      "Sec-WebSocket-Version: 13\r\n"
+                     "%s%s%s"
                      "\r\n",
-                     path, host, key);
+                     path, host, key, protocol ? "Sec-WebSocket-Protocol: " : "",
+                     protocol ? protocol : "", protocol ? "\r\n" : "");
     if (n < 0 || (size_t)n >= cap)
         return -ENOSPC;
     return n;
@@ -86,7 +88,8 @@ static int parse_status(const char *buf, size_t line_len, int *status)
     return 0;
 }
 
-ssize_t lg_ws_check_response(const char *buf, size_t len, const char *key, int *status)
+ssize_t lg_ws_check_response(const char *buf, size_t len, const char *key, const char *protocol,
+                             int *status)
 {
     const char *end = memmem(buf, len, "\r\n\r\n", 4);
     if (!end)
@@ -104,7 +107,7 @@ ssize_t lg_ws_check_response(const char *buf, size_t len, const char *key, int *
     char want[SB_WS_ACCEPT_LEN + 1];
     if (sb_ws_accept_key(key, strlen(key), want) < 0)
         return -EBADMSG;
-    bool upgrade = false, connection = false, accept = false;
+    bool upgrade = false, connection = false, accept = false, subprotocol_ok = protocol == NULL;
     const char *line = eol + 2;
     while (line < end + 2) {
         const char *next = memmem(line, (size_t)(end + 2 - line), "\r\n", 2);
@@ -125,9 +128,11 @@ ssize_t lg_ws_check_response(const char *buf, size_t len, const char *key, int *
             connection = has_token(v, vlen, "upgrade");
         else if (name_len == 20 && strncasecmp(line, "Sec-WebSocket-Accept", 20) == 0)
             accept = vlen == SB_WS_ACCEPT_LEN && memcmp(v, want, vlen) == 0;
+        else if (name_len == 22 && strncasecmp(line, "Sec-WebSocket-Protocol", 22) == 0)
+            subprotocol_ok = protocol && vlen == strlen(protocol) && memcmp(v, protocol, vlen) == 0;
         line = next + 2;
     }
-    return upgrade && connection && accept ? (ssize_t)head_len : -EBADMSG;
+    return upgrade && connection && accept && subprotocol_ok ? (ssize_t)head_len : -EBADMSG;
 }
 
 size_t lg_ws_frame(uint8_t *out, uint8_t opcode, const void *payload, size_t len, uint32_t mask)
@@ -171,15 +176,15 @@ static int end_frame(struct lg_ws_rx *rx, lg_ws_msg_cb cb, void *ctx)
     rx->hdr_len = 0;
     struct lg_ws_msg m;
     if (rx->opcode >= SB_WS_CLOSE) {
-        m = (struct lg_ws_msg){rx->opcode, rx->ctrl_len, rx->ctrl, rx->ctrl_len};
+        m = (struct lg_ws_msg){rx->opcode, rx->ctrl_len, rx->ctrl, rx->ctrl_len, NULL};
         return cb(ctx, &m);
     }
     if (!rx->fin)
         return 0;
     if (rx->gather)
-        m = (struct lg_ws_msg){rx->msg_opcode, rx->msg_len, rx->gather, rx->gather_len};
+        m = (struct lg_ws_msg){rx->msg_opcode, rx->msg_len, rx->gather, rx->gather_len, NULL};
     else
-        m = (struct lg_ws_msg){rx->msg_opcode, rx->msg_len, rx->head, rx->head_len};
+        m = (struct lg_ws_msg){rx->msg_opcode, rx->msg_len, rx->head, rx->head_len, NULL};
     return cb(ctx, &m);
 }
 
@@ -232,8 +237,12 @@ static ssize_t whole_frame(struct lg_ws_rx *rx, const uint8_t *data, size_t len,
         return 0;
     size_t plen = (size_t)f.payload_len;
     size_t keep = rx->gather ? rx->gather_cap : LG_WS_HEAD;
-    struct lg_ws_msg m = {f.opcode, plen, data + h, control || plen < keep ? plen : keep};
-    int err = cb(ctx, &m);
+    struct lg_ws_msg m = {f.opcode, plen, data + h, control || plen < keep ? plen : keep, NULL};
+    int err = 0;
+    if (rx->stream && !control && plen > 0)
+        err = rx->stream(ctx, f.opcode, data + h, plen);
+    if (!err)
+        err = cb(ctx, &m);
     return err ? err : h + (ssize_t)plen;
 }
 
@@ -267,6 +276,13 @@ int lg_ws_parse(struct lg_ws_rx *rx, const uint8_t *data, size_t len, lg_ws_msg_
         if (rx->opcode >= SB_WS_CLOSE) {
             memcpy(rx->ctrl + rx->ctrl_len, data, n);
             rx->ctrl_len = (uint8_t)(rx->ctrl_len + n);
+        } else if (rx->stream) {
+            rx->msg_len += n;
+            if (n > 0) {
+                int err = rx->stream(ctx, rx->msg_opcode, data, n);
+                if (err)
+                    return err;
+            }
         } else if (rx->gather) {
             if (rx->gather_len < rx->gather_cap) {
                 size_t k =

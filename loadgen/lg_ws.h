@@ -24,6 +24,13 @@
 #define LG_WS_KEY_LEN 24 /* base64 of the 16-byte nonce */
 #define LG_WS_RESPONSE_MAX 4096
 
+/*
+ * Optional: receives the payload bytes of every data message as they arrive, in as many pieces
+ * as the stream was cut into (never empty ones), before the message itself is delivered.
+ * Returns 0 to go on or a negative errno to stop the parse.
+ */
+typedef int (*lg_ws_stream_cb)(void *ctx, uint8_t opcode, const uint8_t *data, size_t len);
+
 /* Receive state of one connection. Zero-filled is the state before the first frame. */
 struct lg_ws_rx {
     uint64_t remaining; /* payload bytes of the current frame still to come */
@@ -44,7 +51,11 @@ struct lg_ws_rx {
     uint8_t *gather;
     uint32_t gather_cap;
     uint32_t gather_len;
+    /* Optional, set by the caller: see lg_ws_stream_cb (called with lg_ws_parse's ctx). */
+    lg_ws_stream_cb stream;
 };
+
+struct sb_op;
 
 /* A complete data message (head = its first bytes) or control frame (head = all of it). */
 struct lg_ws_msg {
@@ -52,6 +63,8 @@ struct lg_ws_msg {
     uint64_t len;
     const uint8_t *head;
     size_t head_len; /* min(len, LG_WS_HEAD or gather_cap) for data, len for control frames */
+    /* Binary protocol (--proto bin, ws-bin): the decoded frame; head then holds all of it. */
+    const struct sb_op *op;
 };
 
 /* Called for every message; returns 0 to go on or a negative errno to stop the parse. */
@@ -67,22 +80,26 @@ int lg_ws_parse(struct lg_ws_rx *rx, const uint8_t *data, size_t len, lg_ws_msg_
 
 /*
  * Writes the upgrade request for host ("127.0.0.1:8080") and path into out, with the
- * Sec-WebSocket-Key made from nonce; copies the key (NUL-terminated) to key.
- * Returns the request length or -ENOSPC.
+ * Sec-WebSocket-Key made from nonce, offering subprotocol protocol unless it is NULL; copies
+ * the key (NUL-terminated) to key. Returns the request length or -ENOSPC.
  */
 ssize_t lg_ws_request(char *out, size_t cap, const char *host, const char *path,
-                      const uint8_t nonce[16], char key[LG_WS_KEY_LEN + 1]);
+                      const char *protocol, const uint8_t nonce[16], char key[LG_WS_KEY_LEN + 1]);
 
 /*
- * Checks the server's answer to the request that sent key. Needs the head only (bytes after it
- * are frames). Returns the head length when it is "HTTP/1.1 101" with the right
- * Sec-WebSocket-Accept, or:
+ * Checks the server's answer to the request that sent key (and offered protocol, or NULL).
+ * Needs the head only (bytes after it are frames). Returns the head length when it is
+ * "HTTP/1.1 101" with the right Sec-WebSocket-Accept and, when protocol was offered,
+ * "Sec-WebSocket-Protocol: <protocol>" (RFC 6455 4.1: else the client must fail); without an
+ * offer, the response must not name a subprotocol. Otherwise:
  *   -EAGAIN   no blank line yet (and len < LG_WS_RESPONSE_MAX);
  *   -EPROTO   another status, stored in *status;
- *   -EBADMSG  malformed, missing Upgrade/Connection, or a wrong or absent accept key;
+ *   -EBADMSG  malformed, missing Upgrade/Connection, a wrong or absent accept key, or the
+ *             subprotocol rule above broken;
  *   -EMSGSIZE no blank line within LG_WS_RESPONSE_MAX bytes.
  */
-ssize_t lg_ws_check_response(const char *buf, size_t len, const char *key, int *status);
+ssize_t lg_ws_check_response(const char *buf, size_t len, const char *key, const char *protocol,
+                             int *status);
 
 /* Bytes lg_ws_frame writes for a payload of len bytes. */
 static inline size_t lg_ws_frame_len(uint64_t len)

@@ -338,7 +338,13 @@ class WssTest(TlsServerCase):
 
 
 class LoadgenTlsTest(TlsServerCase):
-    """switchboard-loadgen --tls against the TLS port: verified, refused, and --insecure."""
+    """switchboard-loadgen --tls against the TLS port: verified, refused, and --insecure; and
+    the binary protocol inside wss:// (--proto ws-bin) and inside TLS on binary_tls_listen
+    (--proto bin)."""
+
+    # PINGs count against the per-device request rate (100/s by default): lifted for the echo.
+    extra_settings = {"jwt_secret": "loadgen-tls-secret", "rate_messages": 1000000,
+                      "rate_bytes": "1G", "binary_tls_listen": "127.0.0.1:0"}
 
     def loadgen(self, *args):
         lg = os.path.join(os.path.dirname(sbtest.SB_BIN), "switchboard-loadgen")
@@ -358,6 +364,41 @@ class LoadgenTlsTest(TlsServerCase):
         text = json.dumps(rep)
         self.assertIn('"established": 20', text)
         self.assertIn('"mismatched": 0', text)
+
+    def test_ws_bin_verified(self):
+        r, rep = self.loadgen("echo", "--proto", "ws-bin", "--jwt-secret", "loadgen-tls-secret",
+                              "--target", f"127.0.0.1:{self.tls_port}", "--tls", "--ca",
+                              os.path.join(CERTS["a"], "ca.pem"), "--connections", "10",
+                              "--pipeline", "4", "--size", "3000", "--duration", "0.5")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        c = rep["counters"]
+        self.assertEqual(c["established"], 10)
+        self.assertEqual(c["mismatched"], 0)
+        self.assertGreater(c["messages_sent"], 10)
+        self.assertEqual(c["messages_received"], c["messages_sent"])
+
+    def test_bin_over_tls(self):
+        port = int(re.search(r"binary TLS on 127\.0\.0\.1:(\d+)", self.srv.read_log()).group(1))
+        for mode in ("echo", "chat"):
+            with self.subTest(mode=mode):
+                r, rep = self.loadgen(mode, "--proto", "bin", "--jwt-secret",
+                                      "loadgen-tls-secret", "--target", f"127.0.0.1:{port}",
+                                      "--tls", "--ca", os.path.join(CERTS["a"], "ca.pem"),
+                                      "--connections", "10", "--duration", "0.5",
+                                      *(("--size", "3000", "--pipeline", "4") if mode == "echo"
+                                        else ("--group-share", "0", "--rate", "200")))
+                self.assertEqual(r.returncode, 0, r.stderr)
+                c = rep["counters"]
+                self.assertEqual(c["established"], 10)
+                self.assertEqual(c["mismatched"], 0)
+                self.assertGreater(c["messages_sent"], 10)
+                self.assertEqual(c["messages_received"], c["messages_sent"])
+        # The same frames without TLS do not get through the TLS port.
+        r, rep = self.loadgen("hold", "--proto", "bin", "--jwt-secret", "loadgen-tls-secret",
+                              "--target", f"127.0.0.1:{port}", "--connections", "2",
+                              "--duration", "0.2", "--timeout", "3")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertEqual(rep["counters"]["established"], 0)
 
     def test_refused_without_the_ca_unless_insecure(self):
         target = ["--target", f"localhost:{self.tls_port}", "--connections", "3",

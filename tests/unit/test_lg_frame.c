@@ -68,7 +68,7 @@ static void test_request(void)
     uint8_t nonce[16];
     for (int i = 0; i < 16; i++)
         nonce[i] = (uint8_t)(i * 17 + 3);
-    ssize_t n = lg_ws_request(req, sizeof(req), "127.0.0.1:8080", "/echo?x=1", nonce, key);
+    ssize_t n = lg_ws_request(req, sizeof(req), "127.0.0.1:8080", "/echo?x=1", NULL, nonce, key);
     CHECK(n > 0);
     struct sb_http_request hr;
     memset(&hr, 0, sizeof(hr));
@@ -90,7 +90,16 @@ static void test_request(void)
     CHECK_INT(strlen(key), 24);
     char accept[SB_WS_ACCEPT_LEN + 1];
     CHECK_INT(sb_ws_accept_key(k->value.base, k->value.len, accept), 0);
-    CHECK_INT(lg_ws_request(req, 40, "h:1", "/", nonce, key), -ENOSPC);
+    CHECK(sb_http_find_header(&hr, "sec-websocket-protocol") == NULL);
+    CHECK_INT(lg_ws_request(req, 40, "h:1", "/", NULL, nonce, key), -ENOSPC);
+
+    /* ws-bin offers the binary protocol's subprotocol. */
+    n = lg_ws_request(req, sizeof(req), "h:1", "/ws", "switchboard.v1", nonce, key);
+    CHECK(n > 0);
+    memset(&hr, 0, sizeof(hr));
+    CHECK_INT(sb_http_parse_request(req, (size_t)n, NULL, &hr), n);
+    const struct sb_http_header *proto = sb_http_find_header(&hr, "sec-websocket-protocol");
+    CHECK(proto && sb_slice_eq(proto->value, "switchboard.v1"));
 }
 
 static int response(char *out, size_t cap, const char *status, const char *accept)
@@ -109,29 +118,40 @@ static void test_response(void)
     char buf[512];
     int status = 0;
     int n = response(buf, sizeof(buf), "101 Switching Protocols", good);
-    CHECK_INT(lg_ws_check_response(buf, (size_t)n, key, &status), n);
+    CHECK_INT(lg_ws_check_response(buf, (size_t)n, key, NULL, &status), n);
     CHECK_INT(status, 101);
     /* Frames right behind the head are not part of it. */
     buf[n] = (char)0x82;
     buf[n + 1] = 0;
-    CHECK_INT(lg_ws_check_response(buf, (size_t)n + 2, key, &status), n);
+    CHECK_INT(lg_ws_check_response(buf, (size_t)n + 2, key, NULL, &status), n);
     for (int cut = 0; cut < n; cut++)
-        if (lg_ws_check_response(buf, (size_t)cut, key, &status) != -EAGAIN) {
+        if (lg_ws_check_response(buf, (size_t)cut, key, NULL, &status) != -EAGAIN) {
             CHECK_FAIL_("cut at %d not -EAGAIN", cut);
             break;
         }
     n = response(buf, sizeof(buf), "101 Switching Protocols", "s3pPLMBiTxaQ9kYGzzhZRbK+xOX=");
-    CHECK_INT(lg_ws_check_response(buf, (size_t)n, key, &status), -EBADMSG);
+    CHECK_INT(lg_ws_check_response(buf, (size_t)n, key, NULL, &status), -EBADMSG);
     n = response(buf, sizeof(buf), "404 Not Found", good);
-    CHECK_INT(lg_ws_check_response(buf, (size_t)n, key, &status), -EPROTO);
+    CHECK_INT(lg_ws_check_response(buf, (size_t)n, key, NULL, &status), -EPROTO);
     CHECK_INT(status, 404);
     n = snprintf(buf, sizeof(buf), "HTTP/1.1 101 OK\r\nSec-WebSocket-Accept: %s\r\n\r\n", good);
-    CHECK_INT(lg_ws_check_response(buf, (size_t)n, key, &status), -EBADMSG);
+    CHECK_INT(lg_ws_check_response(buf, (size_t)n, key, NULL, &status), -EBADMSG);
     n = snprintf(buf, sizeof(buf), "garbage\r\n\r\n");
-    CHECK_INT(lg_ws_check_response(buf, (size_t)n, key, &status), -EBADMSG);
+    CHECK_INT(lg_ws_check_response(buf, (size_t)n, key, NULL, &status), -EBADMSG);
+    /* A subprotocol nobody offered is a failure (RFC 6455 4.1). */
+    n = snprintf(buf, sizeof(buf),
+                 "HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 "Sec-WebSocket-Accept: %s\r\nSec-WebSocket-Protocol: switchboard.v1\r\n\r\n",
+                 good);
+    CHECK_INT(lg_ws_check_response(buf, (size_t)n, key, NULL, &status), -EBADMSG);
+    CHECK_INT(lg_ws_check_response(buf, (size_t)n, key, "switchboard.v1", &status), n);
+    CHECK_INT(lg_ws_check_response(buf, (size_t)n, key, "switchboard.v2", &status), -EBADMSG);
+    /* An offered subprotocol the server did not take is a failure too. */
+    n = response(buf, sizeof(buf), "101 Switching Protocols", good);
+    CHECK_INT(lg_ws_check_response(buf, (size_t)n, key, "switchboard.v1", &status), -EBADMSG);
     static char big[LG_WS_RESPONSE_MAX + 10];
     memset(big, 'a', sizeof(big));
-    CHECK_INT(lg_ws_check_response(big, sizeof(big), key, &status), -EMSGSIZE);
+    CHECK_INT(lg_ws_check_response(big, sizeof(big), key, NULL, &status), -EMSGSIZE);
 }
 
 /* Collects what the parser delivers. */
@@ -212,6 +232,73 @@ static void test_parser(void)
     }
 }
 
+/* Stream mode: the payload bytes of data messages, in order, in as many pieces as arrived. */
+struct streamed {
+    uint8_t bytes[80000];
+    size_t len;
+    int pieces;
+    int texts;
+};
+
+static int stream_in(void *ctx, uint8_t opcode, const uint8_t *data, size_t len)
+{
+    struct streamed *st = ((struct streamed **)ctx)[1];
+    if (len == 0 || st->len + len > sizeof(st->bytes))
+        return -ENOSPC;
+    memcpy(st->bytes + st->len, data, len);
+    st->len += len;
+    st->pieces++;
+    st->texts += opcode == SB_WS_TEXT;
+    return 0;
+}
+
+static int collect2(void *ctx, const struct lg_ws_msg *m)
+{
+    return collect(((struct seen **)ctx)[0], m);
+}
+
+static void test_parser_stream(void)
+{
+    static uint8_t wire[100000], big[70000];
+    for (size_t i = 0; i < sizeof(big); i++)
+        big[i] = (uint8_t)(i * 7);
+    size_t n = 0;
+    n += server_frame(wire + n, true, SB_WS_BINARY, big, 100);
+    n += server_frame(wire + n, false, SB_WS_BINARY, big + 100, 1000);
+    n += server_frame(wire + n, true, SB_WS_PING, (const uint8_t *)"p", 1);
+    n += server_frame(wire + n, true, SB_WS_CONT, big + 1100, 60000);
+    n += server_frame(wire + n, true, SB_WS_TEXT, big + 61100, 5);
+    static const size_t steps[] = {100000, 1, 3, 4096};
+    for (size_t s = 0; s < sizeof(steps) / sizeof(steps[0]); s++) {
+        static struct streamed st;
+        struct seen seen;
+        memset(&st, 0, sizeof(st));
+        memset(&seen, 0, sizeof(seen));
+        void *ctx[2] = {&seen, &st};
+        struct lg_ws_rx rx;
+        memset(&rx, 0, sizeof(rx));
+        rx.stream = stream_in;
+        int err = 0;
+        for (size_t off = 0; off < n && !err; off += steps[s]) {
+            size_t len = n - off < steps[s] ? n - off : steps[s];
+            err = lg_ws_parse(&rx, wire + off, len, collect2, ctx);
+        }
+        CHECK_INT(err, 0);
+        CHECK_INT(st.len, 61105);
+        CHECK_MEM(st.bytes, big, 61105);
+        CHECK_INT(st.texts > 0, 1);
+        CHECK(steps[s] != 1 || st.pieces == 61105);
+        /* The messages are still delivered, after their bytes. */
+        CHECK_INT(seen.count, 4);
+        CHECK_INT(seen.opcode[0], SB_WS_BINARY);
+        CHECK_INT(seen.len[0], 100);
+        CHECK_INT(seen.opcode[1], SB_WS_PING);
+        CHECK_INT(seen.opcode[2], SB_WS_BINARY);
+        CHECK_INT(seen.len[2], 61000);
+        CHECK_INT(seen.opcode[3], SB_WS_TEXT);
+    }
+}
+
 static void test_parser_errors(void)
 {
     uint8_t wire[64];
@@ -252,6 +339,7 @@ int main(void)
     test_request();
     test_response();
     test_parser();
+    test_parser_stream();
     test_parser_errors();
     return check_done();
 }

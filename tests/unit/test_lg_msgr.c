@@ -128,6 +128,23 @@ static int on_msg(void *ctx, const struct lg_ws_msg *m)
 }
 
 /* A 300-byte text frame from the server, fed in every split; the gather keeps it whole. */
+/* The client ids of binary SENDs: written and read back, someone else's refused. */
+static void test_client_id(void)
+{
+    char id[LG_MSGR_CLIENT_ID_MAX];
+    uint64_t t = 0;
+    ssize_t n = lg_msgr_client_id(id, sizeof(id), "abcd0123", 0x2a, 0xffffffffffffffffULL);
+    CHECK_INT(n, (ssize_t)strlen(id));
+    CHECK_STR(id, "abcd0123.2a.ffffffffffffffff");
+    CHECK_INT(lg_msgr_client_id_time(id, (size_t)n, "abcd0123", &t), 0);
+    CHECK(t == 0xffffffffffffffffULL);
+    CHECK_INT(lg_msgr_client_id_time(id, (size_t)n, "abcd0124", &t), -EBADMSG);
+    CHECK_INT(lg_msgr_client_id_time(id, 8, "abcd0123", &t), -EBADMSG);
+    CHECK_INT(lg_msgr_client_id_time("abcd0123.2a.", 12, "abcd0123", &t), -EBADMSG);
+    CHECK_INT(lg_msgr_client_id_time("abcd0123.2a.xy", 14, "abcd0123", &t), -EBADMSG);
+    CHECK_INT(lg_msgr_client_id(id, 10, "abcd0123", 1, 2), -ENOSPC);
+}
+
 static void test_gather(void)
 {
     uint8_t wire[400], payload[300];
@@ -160,6 +177,7 @@ int main(void)
 {
     test_body();
     test_requests();
+    test_client_id();
     test_reading();
     test_gather();
     return check_done();
