@@ -8,20 +8,22 @@
 #include <errno.h>
 #include <string.h>
 
+#include "proto/opsbody.h"
+
 #define PREFIX_SIZE 4
 #define MIN_LENGTH (SB_BINPROTO_HEADER_SIZE - PREFIX_SIZE) /* a header and an empty body */
 #define LENGTH_MAX 0xFFFFFFFFu
 
 enum kind {
-    K_BOOL,    /* u8, 0 or 1, into a bool */
-    K_U8,      /* u8 within [min, max], into a uint8_t */
-    K_U16,     /* u16 within [min, max] */
-    K_U32,     /* u32 */
-    K_U64,     /* u64 */
-    K_STR8,    /* u8 length within [min, max], then the bytes, into a struct sb_slice */
-    K_STR16,   /* u16 length within [min, max], then the bytes */
-    K_BYTES32, /* u32 length, then the bytes */
-    K_LIST,    /* u16 count within [min, max], then the items, into a struct sb_ops_list */
+    K_BOOL,  /* u8, 0 or 1, into a bool */
+    K_U8,    /* u8 within [min, max], into a uint8_t */
+    K_U16,   /* u16 within [min, max] */
+    K_U32,   /* u32 */
+    K_U64,   /* u64 */
+    K_STR8,  /* u8 length within [min, max], then the bytes, into a struct sb_slice */
+    K_STR16, /* u16 length within [min, max], then the bytes */
+    K_BODY,  /* u32 length, then the bytes, into a struct sb_op_body */
+    K_LIST,  /* u16 count within [min, max], then the items, into a struct sb_ops_list */
 };
 
 /* The kinds of list items; each has a layout in item_layouts and an iterator in item_next. */
@@ -29,7 +31,8 @@ enum item {
     I_USER,
     I_RESUME,
     I_MESSAGE,
-    I_CONV,
+    I_CONV_SUMMARY,
+    I_DEVICE,
     I_COUNT,
 };
 
@@ -52,7 +55,8 @@ union item_buf {
     struct sb_slice user;
     struct sb_op_resume resume;
     struct sb_op_message message;
-    struct sb_op_conv conv;
+    struct sb_op_conv_summary conv_summary;
+    struct sb_op_device device;
 };
 
 struct reader {
@@ -79,19 +83,48 @@ struct writer {
         fields, sizeof(fields) / sizeof(fields[0]), check                                          \
     }
 
+/* Exactly one of a conversation id and a user (the direct conversation with them) names it. */
+static bool one_target(struct sb_slice conv, struct sb_slice to)
+{
+    return (conv.len == 0) != (to.len == 0);
+}
+
 static bool send_is_valid(const void *base)
 {
     const struct sb_op_send *s = base;
 
-    /* A send names its conversation one way: by id, or by the other user of a direct one. */
-    return (s->conv.len == 0) != (s->to.len == 0);
+    return one_target(s->conv, s->to);
+}
+
+/* The server forwards receipts and typing with conv set and to empty, so the rule holds both ways.
+ */
+static bool receipt_is_valid(const void *base)
+{
+    const struct sb_op_receipt *r = base;
+
+    return one_target(r->conv, r->to);
+}
+
+static bool typing_is_valid(const void *base)
+{
+    const struct sb_op_typing *t = base;
+
+    return one_target(t->conv, t->to);
 }
 
 static bool message_is_valid(const void *base)
 {
     const struct sb_op_message *m = base;
 
-    return (m->system == SB_OP_SYSTEM_NONE) == (m->subject.len == 0);
+    if (m->system == SB_OP_SYSTEM_NONE) {
+        return m->subject.len == 0;
+    }
+    /* A group may be created without a name; every other change has something to name. */
+    if (m->subject.len == 0 && m->system != SB_OP_SYSTEM_CREATED) {
+        return false;
+    }
+    /* System messages carry no body (so a body's frame never holds a subject too). */
+    return sb_ops_body_len(&m->body) == 0;
 }
 
 static bool sync_is_valid(const void *base)
@@ -115,35 +148,43 @@ static const struct field message_fields[] = {
     F(K_U64, struct sb_op_message, msg_id, 0, 0),
     F(K_U64, struct sb_op_message, seq, 0, 0),
     F(K_U64, struct sb_op_message, ts_ms, 0, 0),
-    F(K_U8, struct sb_op_message, system, SB_OP_SYSTEM_NONE, SB_OP_SYSTEM_RENAMED),
+    F(K_U8, struct sb_op_message, system, SB_OP_SYSTEM_NONE, SB_OP_SYSTEM_CREATED),
     F(K_STR8, struct sb_op_message, conv, 1, SB_OPS_CONV_MAX),
     F(K_STR8, struct sb_op_message, from, 1, SB_OPS_USER_MAX),
     F(K_STR8, struct sb_op_message, device, 0, SB_OPS_DEVICE_MAX),
     F(K_STR8, struct sb_op_message, subject, 0, SB_OPS_SUBJECT_MAX),
-    F(K_BYTES32, struct sb_op_message, body.data, 0, 0),
+    F(K_BODY, struct sb_op_message, body, 0, 0),
 };
 
-static const struct field conv_fields[] = {
-    F(K_U64, struct sb_op_conv, last_seq, 0, 0),
-    F(K_STR8, struct sb_op_conv, conv, 1, SB_OPS_CONV_MAX),
-    F(K_STR8, struct sb_op_conv, name, 0, SB_OPS_NAME_MAX),
-    F(K_STR8, struct sb_op_conv, owner, 0, SB_OPS_USER_MAX),
-    F_LIST(I_USER, struct sb_op_conv, admins, 0, SB_OPS_LIST_MAX),
-    F_LIST(I_USER, struct sb_op_conv, members, 0, SB_OPS_LIST_MAX),
+static const struct field conv_summary_fields[] = {
+    F(K_U64, struct sb_op_conv_summary, last_seq, 0, 0),
+    F(K_U64, struct sb_op_conv_summary, read_seq, 0, 0),
+    F(K_U32, struct sb_op_conv_summary, member_count, 0, 0),
+    F(K_STR8, struct sb_op_conv_summary, conv, 1, SB_OPS_CONV_MAX),
+    F(K_STR8, struct sb_op_conv_summary, name, 0, SB_OPS_NAME_MAX),
+    F(K_STR8, struct sb_op_conv_summary, owner, 0, SB_OPS_USER_MAX),
+};
+
+static const struct field device_fields[] = {
+    F(K_U64, struct sb_op_device, session, 0, 0),
+    F(K_U64, struct sb_op_device, connected_s, 0, 0),
+    F(K_U64, struct sb_op_device, queued_bytes, 0, 0),
+    F(K_U32, struct sb_op_device, behind, 0, 0),
+    F(K_STR8, struct sb_op_device, device, 1, SB_OPS_DEVICE_MAX),
 };
 
 static const struct layout item_layouts[I_COUNT] = {
     [I_USER] = LAYOUT(user_fields, NULL),
     [I_RESUME] = LAYOUT(resume_fields, NULL),
     [I_MESSAGE] = LAYOUT(message_fields, message_is_valid),
-    [I_CONV] = LAYOUT(conv_fields, NULL),
+    [I_CONV_SUMMARY] = LAYOUT(conv_summary_fields, NULL),
+    [I_DEVICE] = LAYOUT(device_fields, NULL),
 };
 
 static const sb_ops_list_next_cb item_next[I_COUNT] = {
-    [I_USER] = sb_binproto_next_user,
-    [I_RESUME] = sb_binproto_next_resume,
-    [I_MESSAGE] = sb_binproto_next_message,
-    [I_CONV] = sb_binproto_next_conv,
+    [I_USER] = sb_binproto_next_user,       [I_RESUME] = sb_binproto_next_resume,
+    [I_MESSAGE] = sb_binproto_next_message, [I_CONV_SUMMARY] = sb_binproto_next_conv_summary,
+    [I_DEVICE] = sb_binproto_next_device,
 };
 
 static const struct field hello_fields[] = {
@@ -158,6 +199,9 @@ static const struct field welcome_fields[] = {
     F(K_U32, struct sb_op_welcome, max_frame, 0, 0),
     F(K_U32, struct sb_op_welcome, max_body, 0, 0),
     F(K_U32, struct sb_op_welcome, ping_interval_ms, 0, 0),
+    F(K_U32, struct sb_op_welcome, messages_per_s, 0, 0),
+    F(K_U32, struct sb_op_welcome, bytes_per_s, 0, 0),
+    F(K_U32, struct sb_op_welcome, max_group_members, 0, 0),
     F(K_STR8, struct sb_op_welcome, user, 1, SB_OPS_USER_MAX),
     F(K_STR8, struct sb_op_welcome, device, 1, SB_OPS_DEVICE_MAX),
 };
@@ -166,7 +210,7 @@ static const struct field send_fields[] = {
     F(K_STR8, struct sb_op_send, client_id, 1, SB_OPS_CLIENT_ID_MAX),
     F(K_STR8, struct sb_op_send, conv, 0, SB_OPS_CONV_MAX),
     F(K_STR8, struct sb_op_send, to, 0, SB_OPS_USER_MAX),
-    F(K_BYTES32, struct sb_op_send, body.data, 0, 0),
+    F(K_BODY, struct sb_op_send, body, 0, 0),
 };
 
 static const struct field ack_fields[] = {
@@ -181,12 +225,14 @@ static const struct field ack_fields[] = {
 static const struct field receipt_fields[] = {
     F(K_U64, struct sb_op_receipt, seq, 0, 0),
     F(K_U8, struct sb_op_receipt, kind, SB_OP_RECEIPT_DELIVERED, SB_OP_RECEIPT_READ),
-    F(K_STR8, struct sb_op_receipt, conv, 1, SB_OPS_CONV_MAX),
+    F(K_STR8, struct sb_op_receipt, conv, 0, SB_OPS_CONV_MAX),
+    F(K_STR8, struct sb_op_receipt, to, 0, SB_OPS_USER_MAX),
     F(K_STR8, struct sb_op_receipt, user, 0, SB_OPS_USER_MAX),
 };
 
 static const struct field typing_fields[] = {
-    F(K_STR8, struct sb_op_typing, conv, 1, SB_OPS_CONV_MAX),
+    F(K_STR8, struct sb_op_typing, conv, 0, SB_OPS_CONV_MAX),
+    F(K_STR8, struct sb_op_typing, to, 0, SB_OPS_USER_MAX),
     F(K_STR8, struct sb_op_typing, user, 0, SB_OPS_USER_MAX),
 };
 
@@ -207,9 +253,15 @@ static const struct field sync_fields[] = {
 };
 
 static const struct field sync_page_fields[] = {
+    F(K_U64, struct sb_op_sync_page, last_seq, 0, 0),
     F(K_BOOL, struct sb_op_sync_page, has_more, 0, 1),
+    F(K_BOOL, struct sb_op_sync_page, truncated, 0, 1),
     F(K_STR8, struct sb_op_sync_page, conv, 1, SB_OPS_CONV_MAX),
     F_LIST(I_MESSAGE, struct sb_op_sync_page, messages, 0, SB_OPS_LIST_MAX),
+};
+
+static const struct field sync_done_fields[] = {
+    F(K_STR8, struct sb_op_sync_done, cursor, 0, SB_OPS_CURSOR_MAX),
 };
 
 static const struct field conv_create_fields[] = {
@@ -231,14 +283,34 @@ static const struct field conv_rename_fields[] = {
     F(K_STR8, struct sb_op_conv_ref, name, 0, SB_OPS_NAME_MAX),
 };
 
+static const struct field conv_fields[] = {
+    F(K_U64, struct sb_op_conv, last_seq, 0, 0),
+    F(K_U64, struct sb_op_conv, read_seq, 0, 0),
+    F(K_STR8, struct sb_op_conv, conv, 1, SB_OPS_CONV_MAX),
+    F(K_STR8, struct sb_op_conv, name, 0, SB_OPS_NAME_MAX),
+    F(K_STR8, struct sb_op_conv, owner, 0, SB_OPS_USER_MAX),
+    F_LIST(I_USER, struct sb_op_conv, admins, 0, SB_OPS_LIST_MAX),
+    F_LIST(I_USER, struct sb_op_conv, members, 0, SB_OPS_LIST_MAX),
+};
+
 static const struct field convs_fields[] = {
-    F_LIST(I_CONV, struct sb_op_convs, convs, 0, SB_OPS_LIST_MAX),
+    F_LIST(I_CONV_SUMMARY, struct sb_op_convs, convs, 0, SB_OPS_LIST_MAX),
+};
+
+static const struct field device_list_fields[] = {
+    F(K_STR8, struct sb_op_device_list, user, 1, SB_OPS_USER_MAX),
+    F_LIST(I_DEVICE, struct sb_op_device_list, devices, 0, SB_OPS_LIST_MAX),
 };
 
 static const struct field error_fields[] = {
     F(K_U16, struct sb_op_error, code, 1, 0xFFFF),
     F(K_U32, struct sb_op_error, retry_after_ms, 0, 0),
     F(K_STR8, struct sb_op_error, message, 0, SB_OPS_TEXT_MAX),
+    F(K_STR8, struct sb_op_error, conv, 0, SB_OPS_CONV_MAX),
+};
+
+static const struct field ping_fields[] = {
+    F(K_STR16, struct sb_op_ping, data, 0, SB_OPS_PING_MAX),
 };
 
 static const struct field behind_fields[] = {
@@ -256,18 +328,22 @@ static const struct layout hello_layout = LAYOUT(hello_fields, NULL);
 static const struct layout welcome_layout = LAYOUT(welcome_fields, NULL);
 static const struct layout send_layout = LAYOUT(send_fields, send_is_valid);
 static const struct layout ack_layout = LAYOUT(ack_fields, NULL);
-static const struct layout receipt_layout = LAYOUT(receipt_fields, NULL);
-static const struct layout typing_layout = LAYOUT(typing_fields, NULL);
+static const struct layout receipt_layout = LAYOUT(receipt_fields, receipt_is_valid);
+static const struct layout typing_layout = LAYOUT(typing_fields, typing_is_valid);
 static const struct layout users_layout = LAYOUT(users_fields, NULL);
 static const struct layout presence_layout = LAYOUT(presence_fields, NULL);
 static const struct layout sync_layout = LAYOUT(sync_fields, sync_is_valid);
 static const struct layout sync_page_layout = LAYOUT(sync_page_fields, NULL);
+static const struct layout sync_done_layout = LAYOUT(sync_done_fields, NULL);
 static const struct layout conv_create_layout = LAYOUT(conv_create_fields, NULL);
 static const struct layout conv_members_layout = LAYOUT(conv_members_fields, NULL);
 static const struct layout conv_leave_layout = LAYOUT(conv_leave_fields, NULL);
 static const struct layout conv_rename_layout = LAYOUT(conv_rename_fields, NULL);
+static const struct layout conv_layout = LAYOUT(conv_fields, NULL);
 static const struct layout convs_layout = LAYOUT(convs_fields, NULL);
+static const struct layout device_list_layout = LAYOUT(device_list_fields, NULL);
 static const struct layout error_layout = LAYOUT(error_fields, NULL);
+static const struct layout ping_layout = LAYOUT(ping_fields, NULL);
 static const struct layout behind_layout = LAYOUT(behind_fields, NULL);
 static const struct layout goaway_layout = LAYOUT(goaway_fields, NULL);
 
@@ -286,18 +362,24 @@ static const struct layout *const op_layouts[256] = {
     [SB_OP_CONV_LEAVE] = &conv_leave_layout,
     [SB_OP_CONV_RENAME] = &conv_rename_layout,
     [SB_OP_CONV_LIST] = &empty_layout,
-    [SB_OP_PING] = &empty_layout,
-    [SB_OP_PONG] = &empty_layout,
+    [SB_OP_PING] = &ping_layout,
+    [SB_OP_PONG] = &ping_layout,
+    [SB_OP_CONV_PROMOTE] = &conv_members_layout,
+    [SB_OP_CONV_DEMOTE] = &conv_members_layout,
+    [SB_OP_CONV_GET] = &conv_leave_layout,
+    [SB_OP_DEVICES] = &empty_layout,
     [SB_OP_WELCOME] = &welcome_layout,
     [SB_OP_ACK] = &ack_layout,
     [SB_OP_MESSAGE] = &item_layouts[I_MESSAGE],
     [SB_OP_PRESENCE] = &presence_layout,
     [SB_OP_SYNC_PAGE] = &sync_page_layout,
-    [SB_OP_CONV] = &item_layouts[I_CONV],
+    [SB_OP_CONV] = &conv_layout,
     [SB_OP_CONVS] = &convs_layout,
     [SB_OP_ERROR] = &error_layout,
     [SB_OP_BEHIND] = &behind_layout,
     [SB_OP_GOAWAY] = &goaway_layout,
+    [SB_OP_SYNC_DONE] = &sync_done_layout,
+    [SB_OP_DEVICE_LIST] = &device_list_layout,
 };
 
 static uint16_t load16(const uint8_t *p)
@@ -410,11 +492,12 @@ static int decode_field(const struct field *f, uint8_t *dst, struct reader *r)
             return -EBADMSG;
         }
         return take_slice(r, v, (struct sb_slice *)(void *)dst);
-    case K_BYTES32:
+    case K_BODY:
         if ((p = take(r, 4)) == NULL) {
             return -EBADMSG;
         }
-        return take_slice(r, load32(p), (struct sb_slice *)(void *)dst);
+        ((struct sb_op_body *)(void *)dst)->form = SB_OP_BODY_BYTES;
+        return take_slice(r, load32(p), &((struct sb_op_body *)(void *)dst)->data);
     case K_LIST:
         return decode_list(f, (struct sb_ops_list *)(void *)dst, r);
     }
@@ -614,9 +697,47 @@ static int put_slice(struct writer *w, const struct field *f, struct sb_slice s)
     return 0;
 }
 
+/*
+ * Writes a body as bytes whatever its form: a JSON or BASE64 body (from the JSON codec) is
+ * converted into the frame, so that binary receivers always get exactly the bytes.
+ */
+static int put_body(struct writer *w, const struct sb_op_body *b)
+{
+    size_t n;
+
+    switch (b->form) {
+    case SB_OP_BODY_BYTES:
+        n = b->data.len;
+        break;
+    case SB_OP_BODY_JSON:
+        /* A string literal has its quotes; without them there is nothing to unescape. */
+        if (b->data.len < 2 || b->data.base[0] != '"' || b->data.base[b->data.len - 1] != '"') {
+            return -EINVAL;
+        }
+        n = sb_ops_body_len(b);
+        break;
+    case SB_OP_BODY_BASE64:
+        /* Checked here, not trusted: decoding text that is not base64 could write past n. */
+        if (!sb_base64_valid(b->data.base, b->data.len, &n)) {
+            return -EINVAL;
+        }
+        break;
+    default:
+        return -EINVAL;
+    }
+    if (n > LENGTH_MAX) {
+        return -EMSGSIZE;
+    }
+    put_u32(w, (uint32_t)n);
+    if (n > 0 && w->len <= w->cap && n <= w->cap - w->len) {
+        sb_ops_body_copy(b, w->p + w->len);
+    }
+    w->len += n;
+    return 0;
+}
+
 static int encode_field(const struct field *f, const uint8_t *src, struct writer *w)
 {
-    struct sb_slice s;
     uint32_t v;
 
     switch (f->kind) {
@@ -644,14 +765,8 @@ static int encode_field(const struct field *f, const uint8_t *src, struct writer
     case K_STR8:
     case K_STR16:
         return put_slice(w, f, *(const struct sb_slice *)(const void *)src);
-    case K_BYTES32:
-        s = *(const struct sb_slice *)(const void *)src;
-        if (s.len > LENGTH_MAX) {
-            return -EMSGSIZE;
-        }
-        put_u32(w, (uint32_t)s.len);
-        put(w, s.base, s.len);
-        return 0;
+    case K_BODY:
+        return put_body(w, (const struct sb_op_body *)(const void *)src);
     case K_LIST:
         return encode_list(f, (const struct sb_ops_list *)(const void *)src, w);
     }
@@ -755,9 +870,14 @@ int sb_binproto_next_message(struct sb_ops_list_iter *it, void *item)
     return next_item(it, item, I_MESSAGE);
 }
 
-int sb_binproto_next_conv(struct sb_ops_list_iter *it, void *item)
+int sb_binproto_next_conv_summary(struct sb_ops_list_iter *it, void *item)
 {
-    return next_item(it, item, I_CONV);
+    return next_item(it, item, I_CONV_SUMMARY);
+}
+
+int sb_binproto_next_device(struct sb_ops_list_iter *it, void *item)
+{
+    return next_item(it, item, I_DEVICE);
 }
 
 void sb_binproto_list_init(struct sb_binproto_list_writer *w, uint8_t *buf, size_t cap)
@@ -811,9 +931,15 @@ void sb_binproto_list_add_message(struct sb_binproto_list_writer *w, const struc
     list_add(w, I_MESSAGE, m);
 }
 
-void sb_binproto_list_add_conv(struct sb_binproto_list_writer *w, const struct sb_op_conv *c)
+void sb_binproto_list_add_conv_summary(struct sb_binproto_list_writer *w,
+                                       const struct sb_op_conv_summary *c)
 {
-    list_add(w, I_CONV, c);
+    list_add(w, I_CONV_SUMMARY, c);
+}
+
+void sb_binproto_list_add_device(struct sb_binproto_list_writer *w, const struct sb_op_device *d)
+{
+    list_add(w, I_DEVICE, d);
 }
 
 int sb_binproto_list_finish(const struct sb_binproto_list_writer *w, struct sb_ops_list *out)

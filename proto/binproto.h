@@ -21,8 +21,12 @@
 #define SB_BINPROTO_HEADER_SIZE 12 /* length prefix + version, type, flags, request id */
 #define SB_BINPROTO_PORT 7000      /* the raw TCP transport's default port */
 #define SB_BINPROTO_SUBPROTOCOL "switchboard.v1"
-/* The most a MESSAGE frame adds to its body: a server advertises max_body <= max_frame - this. */
-#define SB_BINPROTO_MESSAGE_OVERHEAD 401
+/*
+ * The most a frame carrying one message adds to its body: a server advertises max_body <=
+ * max_frame - this. The largest such frame is a SYNC_PAGE holding only that message (a MESSAGE
+ * frame adds at most 273: a message with a body has no subject).
+ */
+#define SB_BINPROTO_MESSAGE_OVERHEAD 418
 
 /* What the decoder read of a frame's header, for answering a frame it refused. */
 struct sb_binproto_header {
@@ -55,6 +59,7 @@ ssize_t sb_binproto_decode(const uint8_t *buf, size_t len, size_t max_frame,
  * Decodes buf as exactly one frame (a WebSocket binary message). Returns 0, or the errors of
  * sb_binproto_decode except -EAGAIN and -EPROTO: a buffer that is not exactly one frame (shorter
  * than a header, or a length prefix that disagrees with len) is -EBADMSG.
+ * Both decoders give every body (SEND, MESSAGE) in the form SB_OP_BODY_BYTES.
  */
 int sb_binproto_decode_frame(const uint8_t *buf, size_t len, size_t max_frame,
                              struct sb_binproto_header *hdr, struct sb_op *op);
@@ -69,15 +74,18 @@ ssize_t sb_binproto_size(const struct sb_op *op);
  * Encodes op as one frame into out (cap bytes). Returns the frame size, or the errors of
  * sb_binproto_size, or -ENOSPC when cap is too small (out then holds unspecified bytes).
  * op->json_id is ignored. Lists are read with their iterators; lists made by this codec are
- * checked and copied as they are.
+ * checked and copied as they are. A body in any form is written as its bytes (JSON and BASE64
+ * are converted with proto/opsbody.h), so the three forms of one body give the same frame; a
+ * JSON body without its quotes, or BASE64 that is not canonical, is -EINVAL.
  */
 ssize_t sb_binproto_encode(const struct sb_op *op, uint8_t *out, size_t cap);
 
 /* The iterators of lists in binary frames; item types as named in proto/ops.h. */
-int sb_binproto_next_user(struct sb_ops_list_iter *it, void *item);    /* struct sb_slice */
-int sb_binproto_next_resume(struct sb_ops_list_iter *it, void *item);  /* sb_op_resume */
-int sb_binproto_next_message(struct sb_ops_list_iter *it, void *item); /* sb_op_message */
-int sb_binproto_next_conv(struct sb_ops_list_iter *it, void *item);    /* sb_op_conv */
+int sb_binproto_next_user(struct sb_ops_list_iter *it, void *item);         /* struct sb_slice */
+int sb_binproto_next_resume(struct sb_ops_list_iter *it, void *item);       /* sb_op_resume */
+int sb_binproto_next_message(struct sb_ops_list_iter *it, void *item);      /* sb_op_message */
+int sb_binproto_next_conv_summary(struct sb_ops_list_iter *it, void *item); /* conv_summary */
+int sb_binproto_next_device(struct sb_ops_list_iter *it, void *item);       /* sb_op_device */
 
 /*
  * Builds a list in binary form in a caller buffer, for ops the server makes: add items of one
@@ -96,7 +104,9 @@ void sb_binproto_list_init(struct sb_binproto_list_writer *w, uint8_t *buf, size
 void sb_binproto_list_add_user(struct sb_binproto_list_writer *w, struct sb_slice user);
 void sb_binproto_list_add_resume(struct sb_binproto_list_writer *w, const struct sb_op_resume *r);
 void sb_binproto_list_add_message(struct sb_binproto_list_writer *w, const struct sb_op_message *m);
-void sb_binproto_list_add_conv(struct sb_binproto_list_writer *w, const struct sb_op_conv *c);
+void sb_binproto_list_add_conv_summary(struct sb_binproto_list_writer *w,
+                                       const struct sb_op_conv_summary *c);
+void sb_binproto_list_add_device(struct sb_binproto_list_writer *w, const struct sb_op_device *d);
 
 /*
  * Makes *out a list of the items added (pointing into the writer's buffer). Returns 0, -ENOSPC,

@@ -545,6 +545,30 @@ ssize_t sb_json_string(const char *buf, const struct sb_json_tok *tok, char *out
     return (ssize_t)o;
 }
 
+size_t sb_json_unescape(const char *s, size_t len, char *out)
+{
+    const char *p = s, *end = s + len;
+    size_t o = 0;
+    while (p < end) {
+        const char *bs = memchr(p, '\\', (size_t)(end - p));
+        size_t run = (size_t)((bs ? bs : end) - p);
+        if (out)
+            memcpy(out + o, p, run);
+        o += run;
+        if (!bs)
+            break;
+        char u[4];
+        size_t n = 0;
+        p = unescape(bs + 1, end, u, &n);
+        if (!p)
+            break; /* not valid: the caller broke the contract; stop rather than overrun */
+        if (out)
+            memcpy(out + o, u, n);
+        o += n;
+    }
+    return o;
+}
+
 int sb_json_int64(const char *buf, const struct sb_json_tok *tok, int64_t *out)
 {
     if (tok->type != SB_JSON_NUMBER || tok->len == 0)

@@ -62,6 +62,12 @@ bool sb_json_eq(const char *buf, const struct sb_json_tok *tok, const char *s);
  */
 ssize_t sb_json_string(const char *buf, const struct sb_json_tok *tok, char *out, size_t cap);
 
+/*
+ * Unescapes the inside of a valid JSON string literal (s[0..len), without the quotes) into out,
+ * or only counts the bytes when out is NULL. Returns the bytes (never more than len).
+ */
+size_t sb_json_unescape(const char *s, size_t len, char *out);
+
 /* Reads a NUMBER token that is an integer within int64_t. Returns 0, -EINVAL (not an integer
  * number: fraction, exponent, or not a number) or -ERANGE. */
 int sb_json_int64(const char *buf, const struct sb_json_tok *tok, int64_t *out);

@@ -27,15 +27,15 @@
 enum {
     /*
      * A REST request's body (server/rest.c): "id" is optional (op->json_id stays empty), the
-     * conversation may be absent (the route names it; both conv and to stay empty), and a
-     * receipt without "kind" is a read receipt.
+     * conversation may be absent (the route names it; both conv and to stay empty), a
+     * receipt without "kind" is a read receipt, and an empty body reads as {}.
      */
     SB_JSONOPS_REST = 1u << 0,
 };
 
 /* Why a decode failed: an error code and a message for people (a static string). */
 struct sb_jsonops_error {
-    uint16_t code; /* enum sb_op_err: BAD_REQUEST, or UNSUPPORTED for an unknown "type" */
+    uint16_t code; /* enum sb_op_err: always BAD_REQUEST (an unknown "type" too, as ever) */
     const char *message;
 };
 

@@ -119,12 +119,18 @@ enum sb_jwt_error sb_auth_request(const struct sb_auth *a, const struct sb_http_
     *has_token = token.len > 0;
     if (!*has_token)
         return SB_JWT_MALFORMED;
+    return sb_auth_token(a, token.base, token.len, now, claims);
+}
+
+enum sb_jwt_error sb_auth_token(const struct sb_auth *a, const char *token, size_t len, int64_t now,
+                                struct sb_jwt_claims *claims)
+{
     struct sb_jwt_verify_opts opts = {.keys = a->keys,
                                       .nkeys = a->nkeys,
                                       .now = now,
                                       .leeway_s = a->leeway_s,
                                       .require_exp = a->require_exp};
-    return sb_jwt_verify(token.base, token.len, &opts, claims);
+    return sb_jwt_verify(token, len, &opts, claims);
 }
 
 ssize_t sb_auth_mint(const struct sb_auth *a, const char *sub, int64_t now, int64_t ttl_s,

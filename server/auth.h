@@ -45,6 +45,10 @@ int sb_auth_init(struct sb_auth *a, const char *secret, const char *keys_file, i
 enum sb_jwt_error sb_auth_request(const struct sb_auth *a, const struct sb_http_request *req,
                                   int64_t now, struct sb_jwt_claims *claims, bool *has_token);
 
+/* Verifies a token given on its own (the binary protocol's HELLO), as sb_auth_request does. */
+enum sb_jwt_error sb_auth_token(const struct sb_auth *a, const char *token, size_t len, int64_t now,
+                                struct sb_jwt_claims *claims);
+
 /* Mints a token for sub valid for ttl_s seconds from now (0 = no expiry), with scope ("" or
  * NULL for none). Returns its length, or -errno. */
 ssize_t sb_auth_mint(const struct sb_auth *a, const char *sub, int64_t now, int64_t ttl_s,

@@ -14,7 +14,11 @@
 
 #include "core/chunk.h"
 #include "core/log.h"
+#include "proto/binproto.h"
 #include "proto/json.h"
+#include "proto/jsonops.h"
+#include "proto/opsbody.h"
+#include "proto/utf8.h"
 #include "proto/ws.h"
 #include "server/gateway.h"
 #include "server/metrics.h"
@@ -34,7 +38,7 @@ _Static_assert(SB_CLIENT_ID_MAX == SB_STORE_CLIENT_ID_MAX, "client ids fit the l
 #define TYPING_INTERVAL_MS 1000    /* typing: one event per user per conversation per second */
 #define RECEIPT_SENDERS_MAX 64     /* senders one receipt is forwarded to */
 #define PACKED_USER (1 + SB_USER_ID_MAX)
-#define MAX_TOKENS (32 + 2 * USERS_MAX) /* a request's JSON tokens: lists of USERS_MAX ids */
+#define MAX_TOKENS SB_JSONOPS_MAX_TOKENS /* a request's JSON tokens */
 
 /* Traffic classes (DESIGN.md §5): what happens to a push to a device whose queue is full. */
 enum chat_class {
@@ -128,13 +132,15 @@ struct chat_gather {
     uint64_t id, conn_id;
     unsigned from_worker; /* the requester's */
     bool http;
+    uint8_t enc;
+    uint32_t request_id;
     bool sync;         /* a sync since a cursor (else a conv_list) */
     uint64_t start_ms; /* sync: the cursor it answers with */
     unsigned parts;    /* answers still to come */
     size_t user_len, req_len;
     char user[SB_USER_ID_MAX + 1];
     char req[SB_CLIENT_ID_MAX + 1];
-    char *json; /* the items so far, comma-separated */
+    struct chat_conv_item *items; /* conv_list: the items so far */
     size_t len, cap;
     bool failed;
 };
@@ -251,7 +257,7 @@ void sb_chat_free(void)
         while (sh->gathers) {
             struct chat_gather *g = sh->gathers;
             sh->gathers = g->next;
-            free(g->json);
+            free(g->items);
             free(g);
         }
         free(sh->toks);
@@ -293,97 +299,94 @@ static const char *unpack_user(const char *p, size_t *len)
     return p + 1;
 }
 
-/* ---- output -------------------------------------------------------------------------------- */
+/* ---- output: operations encoded as each connection needs ---------------------------------- */
 
-/* Queues a JSON text message (json already encoded) on one connection. */
-static void send_text(struct sb_conn *c, const char *json, size_t len)
+/* The bytes op needs in encoding enc (0 when it cannot be encoded). */
+static size_t op_bound(uint8_t enc, const struct sb_op *op)
 {
-    struct sb_session *s = sb_conn_app(c);
-    if (s->state == SB_SESS_HTTP)
-        sb__rest_respond(c, json, len); /* a REST request answered at once (an error) */
-    else if (sb__ws_send(c, SB_WS_TEXT, (const uint8_t *)json, len) < 0)
-        sb_conn_close(c, -ENOMEM);
+    if (enc == SB_ENC_JSON)
+        return sb_jsonops_bound(op);
+    ssize_t n = sb_binproto_size(op);
+    return n > 0 ? (size_t)n : 0;
 }
 
-/* {"type":"error",["id":...,]"code":...,"message":...[,"conv":...][,"retry_after_ms":N]} */
-static ssize_t encode_error(char *buf, size_t cap, const char *id, size_t id_len, const char *code,
-                            const char *message, const char *conv, size_t conv_len,
-                            uint64_t retry_after_ms)
+static ssize_t op_encode(uint8_t enc, const struct sb_op *op, char *buf, size_t cap)
 {
-    struct sb_json_writer w;
-    sb_json_writer_init(&w, buf, cap);
-    sb_json_begin_object(&w);
-    sb_json_key(&w, "type");
-    sb_json_cstr(&w, "error");
-    if (id) {
-        sb_json_key(&w, "id");
-        sb_json_str(&w, id, id_len);
-    }
-    sb_json_key(&w, "code");
-    sb_json_cstr(&w, code);
-    sb_json_key(&w, "message");
-    sb_json_cstr(&w, message);
-    if (conv) {
-        sb_json_key(&w, "conv");
-        sb_json_str(&w, conv, conv_len);
-    }
-    if (retry_after_ms) {
-        sb_json_key(&w, "retry_after_ms");
-        sb_json_uint(&w, retry_after_ms);
-    }
-    sb_json_end_object(&w);
-    return sb_json_finish(&w);
+    return enc == SB_ENC_JSON ? sb_jsonops_encode(op, buf, cap)
+                              : sb_binproto_encode(op, (uint8_t *)buf, cap);
 }
 
-/* Sends an error answering request id (may be NULL). */
-static void send_error(struct sb_conn *c, const char *id, const char *code, const char *message)
+/* The ids an answer carries: the request's JSON "id" or binary request id. */
+struct chat_rid {
+    uint32_t request_id;
+    const char *json_id; /* NULL or NUL-terminated */
+};
+
+static void set_rid(struct sb_op *op, struct chat_rid rid)
 {
-    char buf[768];
-    ssize_t n = encode_error(buf, sizeof(buf), id, id ? strlen(id) : 0, code, message, NULL, 0, 0);
-    if (n > 0)
-        send_text(c, buf, (size_t)n);
+    op->request_id = rid.request_id;
+    op->json_id = sb_slice_from(rid.json_id, rid.json_id ? strlen(rid.json_id) : 0);
 }
 
-static const char *const system_names[] = {"", "member_added", "member_removed", "renamed",
-                                           "created"};
-
-/* Writes the `message` operation for a stored message as the writer's next value. */
-static void write_message(struct sb_json_writer *w, const struct sb_store_rec *r)
+/* Sends an error answering the request rid (json_id NULL and request_id 0: none) on c. */
+static void send_error(struct sb_conn *c, struct chat_rid rid, enum sb_op_err code,
+                       const char *message)
 {
-    char msg_id[24];
-    snprintf(msg_id, sizeof(msg_id), "%llu", (unsigned long long)r->msg_id);
-    sb_json_begin_object(w);
-    sb_json_key(w, "type");
-    sb_json_cstr(w, "message");
-    sb_json_key(w, "conv");
-    sb_json_str(w, r->conv, r->conv_len);
-    sb_json_key(w, "seq");
-    sb_json_uint(w, r->seq);
-    sb_json_key(w, "msg_id");
-    sb_json_cstr(w, msg_id);
-    sb_json_key(w, "from");
-    sb_json_str(w, r->user, r->user_len);
-    sb_json_key(w, "device");
-    sb_json_str(w, r->device, r->device_len);
-    sb_json_key(w, "ts");
-    sb_json_uint(w, r->ts_ms);
+    struct sb_op op = {.type = SB_OP_ERROR};
+    set_rid(&op, rid);
+    op.u.error.code = (uint16_t)code;
+    op.u.error.message = sb_slice_from(message, strlen(message));
+    sb__session_send_op(c, &op);
+}
+
+static const uint8_t store_form_to_op[] = {
+    [SB_STORE_BODY_JSON] = SB_OP_BODY_JSON,
+    [SB_STORE_BODY_BYTES] = SB_OP_BODY_BYTES,
+    [SB_STORE_BODY_BASE64] = SB_OP_BODY_BASE64,
+};
+
+/* The `message` operation of a stored message (pointing into the record). */
+static void message_op(const struct sb_store_rec *r, struct sb_op_message *m)
+{
+    *m = (struct sb_op_message){
+        .msg_id = r->msg_id,
+        .seq = r->seq,
+        .ts_ms = r->ts_ms,
+        .system = r->system,
+        .conv = sb_slice_from(r->conv, r->conv_len),
+        .from = sb_slice_from(r->user, r->user_len),
+        .device = sb_slice_from(r->device, r->device_len),
+    };
+    /* A system message's body is its subject: a user id or a name. */
     if (r->system) {
-        /* A system message's body is its subject: a user id or a name, not JSON text. */
-        sb_json_key(w, "system");
-        sb_json_cstr(w, system_names[r->system]);
-        sb_json_key(w, "subject");
-        sb_json_str(w, r->body, r->body_len);
+        m->subject = sb_slice_from(r->body, r->body_len);
+        m->body.form = SB_OP_BODY_BYTES;
     } else {
-        sb_json_key(w, "body");
-        sb_json_raw(w, r->body, r->body_len);
+        m->body.form = store_form_to_op[r->body_form];
+        m->body.data = sb_slice_from(r->body, r->body_len);
     }
-    sb_json_end_object(w);
 }
 
-/* Bytes write_message needs at most (strings may be escaped up to 6 bytes per byte). */
-static size_t message_bound(const struct sb_store_rec *r)
+/* Lists over server memory: an array of items of one type, iterated in place. */
+struct chat_array {
+    const void *items;
+    size_t item_size;
+};
+
+static int array_next(struct sb_ops_list_iter *it, void *item)
 {
-    return 6 * (r->body_len + r->conv_len + r->user_len + r->device_len) + 200;
+    const struct chat_array *a = (const void *)it->list->raw.base;
+    if (it->index >= it->list->count)
+        return 0;
+    memcpy(item, (const char *)a->items + it->index * a->item_size, a->item_size);
+    it->index++;
+    return 1;
+}
+
+static struct sb_ops_list array_list(const struct chat_array *a, uint32_t count)
+{
+    return (struct sb_ops_list){
+        .count = count, .raw = sb_slice_from((const char *)a, sizeof(*a)), .next = array_next};
 }
 
 /* ---- the directory: users and devices on their home worker --------------------------------- */
@@ -458,20 +461,30 @@ static struct chat_device *find_device(struct sb_worker *w, const char *user, si
 /* {"type":"goaway","reason":...} then a close: the device was replaced by a newer one. */
 static void device_replace(struct chat_device *d)
 {
-    static const char msg[] =
-        "{\"type\":\"goaway\",\"reason\":\"replaced by a newer device\",\"reconnect_after_ms\":0}";
-    send_text(d->conn, msg, sizeof(msg) - 1);
-    sb__ws_close(d->conn, SB_WS_CLOSE_POLICY, "replaced by a newer device");
+    static const char why[] = "replaced by a newer device";
+    struct sb_op op = {.type = SB_OP_GOAWAY};
+    op.u.goaway.reason = sb_slice_from(why, sizeof(why) - 1);
+    sb__session_send_op(d->conn, &op);
+    sb__session_close(d->conn, SB_WS_CLOSE_POLICY, why);
 }
 
 /* Refuses a device past max_devices: an error, then a close. */
-static void device_refuse(struct sb_conn *c)
+static void device_refuse(struct sb_conn *c, uint32_t hello_id)
 {
     char msg[160];
     snprintf(msg, sizeof(msg), "too many devices online (max %u)", cfg.max_devices);
-    send_error(c, NULL, "conflict", msg);
-    sb__ws_close(c, SB_WS_CLOSE_POLICY, "too many devices");
+    send_error(c, (struct chat_rid){.request_id = hello_id}, SB_OP_ERR_CONFLICT, msg);
+    sb__session_close(c, SB_WS_CLOSE_POLICY, "too many devices");
 }
+
+void sb_chat_login_free(struct sb_chat_login *login)
+{
+    if (login)
+        free(login->hello);
+    free(login);
+}
+
+static void resume(struct sb_conn *c, struct chat_device *d, const struct sb_chat_login *login);
 
 int sb_chat_register(struct sb_conn *c, struct sb_chat_login *login)
 {
@@ -480,16 +493,17 @@ int sb_chat_register(struct sb_conn *c, struct sb_chat_login *login)
     size_t ulen = strlen(login->user);
     struct chat_user *u = user_get(sh, login->user, ulen, true);
     if (!u) {
-        free(login);
+        sb_chat_login_free(login);
         return -ENOMEM;
     }
     if (cfg.max_devices && u->ndevices >= cfg.max_devices) {
         if (cfg.device_policy == SB_DEVICES_REFUSE) {
             sb_log(SB_LOG_INFO, 0, "c%llx: %s refused: %u devices online",
                    (unsigned long long)sb_conn_id(c), login->user, u->ndevices);
-            free(login);
+            uint32_t hello_id = login->hello_id;
+            sb_chat_login_free(login);
             s->chat = NULL;
-            device_refuse(c);
+            device_refuse(c, hello_id);
             return 0;
         }
         /* The oldest device that is not already closing makes room. */
@@ -506,7 +520,7 @@ int sb_chat_register(struct sb_conn *c, struct sb_chat_login *login)
     }
     struct chat_device *d = calloc(1, sizeof(*d));
     if (!d) {
-        free(login);
+        sb_chat_login_free(login);
         user_release(sh, u);
         return -ENOMEM;
     }
@@ -521,40 +535,25 @@ int sb_chat_register(struct sb_conn *c, struct sb_chat_login *login)
     d->next = u->devices;
     u->devices = d;
     u->ndevices++;
-    free(login);
     s->chat = d;
     s->chat_registered = true;
 
-    char buf[768], session[20];
-    snprintf(session, sizeof(session), "%016llx", (unsigned long long)d->conn_id);
-    struct sb_json_writer w;
-    sb_json_writer_init(&w, buf, sizeof(buf));
-    sb_json_begin_object(&w);
-    sb_json_key(&w, "type");
-    sb_json_cstr(&w, "welcome");
-    sb_json_key(&w, "user");
-    sb_json_str(&w, u->id, u->id_len);
-    sb_json_key(&w, "device");
-    sb_json_cstr(&w, d->id);
-    sb_json_key(&w, "session");
-    sb_json_cstr(&w, session);
-    sb_json_key(&w, "server_time");
-    sb_json_uint(&w, wall_ms());
-    sb_json_key(&w, "limits");
-    sb_json_begin_object(&w);
-    sb_json_key(&w, "max_body");
-    sb_json_uint(&w, cfg.max_body);
-    sb_json_key(&w, "messages_per_s");
-    sb_json_uint(&w, cfg.rate_messages);
-    sb_json_key(&w, "bytes_per_s");
-    sb_json_uint(&w, cfg.rate_bytes);
-    sb_json_key(&w, "max_group_members");
-    sb_json_uint(&w, cfg.max_group_members);
-    sb_json_end_object(&w);
-    sb_json_end_object(&w);
-    ssize_t n = sb_json_finish(&w);
-    if (n > 0)
-        send_text(c, buf, (size_t)n);
+    struct sb_op op = {.type = SB_OP_WELCOME, .request_id = login->hello_id};
+    op.u.welcome = (struct sb_op_welcome){
+        .session = d->conn_id,
+        .server_time_ms = wall_ms(),
+        .max_frame = (uint32_t)cfg.max_message_size,
+        .max_body = cfg.max_body,
+        .ping_interval_ms = (uint32_t)sb__gw.ping_interval_ms,
+        .messages_per_s = cfg.rate_messages,
+        .bytes_per_s = (uint32_t)cfg.rate_bytes,
+        .max_group_members = cfg.max_group_members,
+        .user = sb_slice_from(u->id, u->id_len),
+        .device = sb_slice_from(d->id, strlen(d->id)),
+    };
+    sb__session_send_op(c, &op);
+    resume(c, d, login);
+    sb_chat_login_free(login);
     sb_log(SB_LOG_DEBUG, 0, "c%llx: %s/%s online (%u devices)", (unsigned long long)d->conn_id,
            u->id, d->id, u->ndevices);
     sb_presence_device_up(c, u->id, u->id_len);
@@ -565,7 +564,7 @@ void sb_chat_unregister(struct sb_conn *c)
 {
     struct sb_session *s = sb_conn_app(c);
     if (!s->chat_registered) {
-        free(s->chat); /* a login that never reached its home worker, or NULL */
+        sb_chat_login_free(s->chat); /* a login that never got registered, or NULL */
         s->chat = NULL;
         return;
     }
@@ -609,12 +608,15 @@ enum chat_req_kind {
 
 /*
  * A request on its way to a conversation's sequencer. Strings are NUL-terminated inside data.
- * `text` is a send's body (its JSON text, quotes included) or a group's name; `users` is a
- * packed list.
+ * `text` is a send's body (in the form body_form) or a group's name; `users` is a packed list.
+ * client_id is the JSON request id (a send's also in binary), request_id the binary one.
  */
 struct chat_req {
     uint8_t kind; /* enum chat_req_kind */
     uint8_t receipt_kind;
+    uint8_t enc;       /* the requester's encoding: the answer's */
+    uint8_t body_form; /* enum sb_store_body_form */
+    uint32_t request_id;
     bool http; /* conn_id is an HTTP connection waiting for the answer */
     unsigned from_worker;
     uint64_t conn_id; /* the requesting device; 0: the server itself */
@@ -632,6 +634,8 @@ struct chat_sync {
     unsigned from_worker;
     uint64_t conn_id;
     bool http;
+    uint8_t enc;
+    uint32_t request_id;
     uint64_t last_seq;
     uint32_t limit;
     size_t user_len, id_len, conv_len;
@@ -640,23 +644,26 @@ struct chat_sync {
     char conv[SB_CONV_ID_MAX + 1];
 };
 
-/* Encoded text for one device (an ack, an error, a sync page), to the device's worker. */
+/* An encoded answer for one device (an ack, an error, a sync page), to the device's worker. */
 struct chat_reply {
     uint64_t conn_id;
     bool http;
     size_t user_len, len;
     char user[SB_USER_ID_MAX + 1];
-    char json[];
+    char data[];
 };
 
-/* One push (message, receipt, typing) for the devices of some users homed on one worker. */
+/*
+ * One push (message, receipt, typing) for the devices of some users homed on one worker, in
+ * both encodings (each encoded once at the source).
+ */
 struct chat_envelope {
     uint8_t cls;           /* enum chat_class */
     uint64_t skip_conn_id; /* the device that caused it: it gets an answer instead */
     uint64_t seq;          /* messages: the message's seq (for `behind`) */
-    size_t conv_len, json_len, users_len;
+    size_t conv_len, json_len, bin_len, users_len;
     char conv[SB_CONV_ID_MAX + 1];
-    char data[]; /* json, then the packed users */
+    char data[]; /* json, then the binary frame, then the packed users */
 };
 
 /* A change of membership for users homed on one worker: their conversation index follows. */
@@ -667,11 +674,22 @@ struct chat_note {
     char users[];
 };
 
-/* A part of a conversation list, back to the gathering worker. */
+/* A conversation list item, with its strings in place. */
+struct chat_conv_item {
+    uint64_t last_seq, read_seq;
+    uint32_t member_count;
+    uint8_t conv_len, name_len, owner_len;
+    char conv[SB_CONV_ID_MAX];
+    char name[SB_GROUP_NAME_MAX];
+    char owner[SB_USER_ID_MAX];
+};
+
+/* A part of a conversation list (items) or of a sync since a cursor (pages, each a 4-byte
+ * length and the encoded page), back to the gathering worker. */
 struct chat_list_part {
     uint64_t gather;
-    size_t len;
-    char json[];
+    size_t len; /* bytes of data */
+    char data[];
 };
 
 static void reply_arrive(struct sb_worker *w, void *arg)
@@ -679,16 +697,16 @@ static void reply_arrive(struct sb_worker *w, void *arg)
     struct chat_reply *r = arg;
     /* The device (or HTTP client) may have gone meanwhile; then there is nobody to tell. */
     if (r->http) {
-        sb__rest_answer(w, r->conn_id, r->json, r->len);
+        sb__rest_answer(w, r->conn_id, r->data, r->len);
     } else {
         struct chat_device *d = find_device(w, r->user, r->user_len, r->conn_id);
         if (d)
-            send_text(d->conn, r->json, r->len);
+            sb__session_send(d->conn, r->data, r->len);
     }
     free(r);
 }
 
-/* A reply with room for cap bytes of JSON, for the device conn_id of user. */
+/* A reply with room for cap bytes, for the device conn_id of user. */
 static struct chat_reply *reply_new(uint64_t conn_id, bool http, const char *user, size_t user_len,
                                     size_t cap)
 {
@@ -715,32 +733,85 @@ static void reply_post(struct sb_worker *w, unsigned to, struct chat_reply *r, b
     }
 }
 
-static void post_text(struct sb_worker *w, unsigned to, uint64_t conn_id, bool http,
-                      const char *user, size_t user_len, const char *json, size_t len,
-                      bool after_durable)
+/* Who waits for an answer, and how it is encoded. */
+struct chat_to {
+    unsigned worker;
+    uint64_t conn_id; /* 0: the server's own request: nobody waits */
+    bool http;
+    uint8_t enc;
+    struct chat_rid rid;
+    const char *user;
+    size_t user_len;
+};
+
+static struct chat_to to_req(const struct chat_req *q)
 {
-    if (!conn_id)
-        return; /* the server's own request: nobody waits for the answer */
-    struct chat_reply *r = reply_new(conn_id, http, user, user_len, len);
-    if (!r) {
-        sb_log(SB_LOG_WARN, -ENOMEM, "reply for c%llx dropped", (unsigned long long)conn_id);
-        return;
+    return (struct chat_to){q->from_worker,
+                            q->conn_id,
+                            q->http,
+                            q->enc,
+                            {q->request_id, q->client_id_len ? q->client_id : NULL},
+                            q->user,
+                            q->user_len};
+}
+
+static struct chat_to to_sync(const struct chat_sync *q)
+{
+    return (struct chat_to){
+        q->from_worker, q->conn_id, q->http, q->enc, {q->request_id, q->id_len ? q->id : NULL},
+        q->user,        q->user_len};
+}
+
+/* op encoded for `to` in a new reply (NULL without memory, or when op cannot be encoded). */
+static struct chat_reply *reply_op(const struct chat_to *to, struct sb_op *op)
+{
+    set_rid(op, to->rid);
+    size_t cap = op_bound(to->enc, op);
+    struct chat_reply *r =
+        cap ? reply_new(to->conn_id, to->http, to->user, to->user_len, cap) : NULL;
+    ssize_t n = r ? op_encode(to->enc, op, r->data, cap) : -ENOMEM;
+    if (n < 0) {
+        free(r);
+        return NULL;
     }
-    memcpy(r->json, json, len);
-    r->len = len;
-    reply_post(w, to, r, after_durable);
+    r->len = (size_t)n;
+    return r;
+}
+
+static void answer_error(struct sb_worker *w, const struct chat_to *to, enum sb_op_err code,
+                         const char *message, const char *conv, size_t conv_len);
+
+/* Answers op to `to` (with after_durable, once what was appended is durable). */
+static void answer(struct sb_worker *w, const struct chat_to *to, struct sb_op *op,
+                   bool after_durable)
+{
+    if (!to->conn_id)
+        return;
+    struct chat_reply *r = reply_op(to, op);
+    if (r)
+        reply_post(w, to->worker, r, after_durable);
+    else if (op->type != SB_OP_ERROR)
+        answer_error(w, to, SB_OP_ERR_UNAVAILABLE, "out of memory; retry", NULL, 0);
+    else
+        sb_log(SB_LOG_WARN, -ENOMEM, "reply for c%llx dropped", (unsigned long long)to->conn_id);
+}
+
+static void answer_error(struct sb_worker *w, const struct chat_to *to, enum sb_op_err code,
+                         const char *message, const char *conv, size_t conv_len)
+{
+    struct sb_op op = {.type = SB_OP_ERROR};
+    op.u.error.code = (uint16_t)code;
+    op.u.error.message = sb_slice_from(message, strlen(message));
+    op.u.error.conv = sb_slice_from(conv, conv_len);
+    answer(w, to, &op, false);
 }
 
 /* Answers a request with an error (on the requester's worker). */
-static void req_error(struct sb_worker *w, const struct chat_req *r, const char *code,
+static void req_error(struct sb_worker *w, const struct chat_req *r, enum sb_op_err code,
                       const char *message)
 {
-    char buf[1024];
-    ssize_t n = encode_error(buf, sizeof(buf), r->client_id_len ? r->client_id : NULL,
-                             r->client_id_len, code, message, r->conv, r->conv_len, 0);
-    if (n > 0)
-        post_text(w, r->from_worker, r->conn_id, r->http, r->user, r->user_len, buf, (size_t)n,
-                  false);
+    struct chat_to to = to_req(r);
+    answer_error(w, &to, code, message, r->conv, r->conv_len);
 }
 
 /* Is the device behind in this conversation? With `clear`, it no longer is (it synced). */
@@ -780,40 +851,28 @@ static void mark_behind(struct sb_worker *w, struct chat_device *d, const struct
     if (b->n == BEHIND_MAX) {
         sb_log(SB_LOG_INFO, 0, "c%llx: %s/%s closed: behind in %u conversations",
                (unsigned long long)d->conn_id, d->user->id, d->id, BEHIND_MAX);
-        sb__ws_close(d->conn, SB_WS_CLOSE_POLICY, "too far behind; reconnect and sync");
+        sb__session_close(d->conn, SB_WS_CLOSE_POLICY, "too far behind; reconnect and sync");
         return;
     }
     b->conv[b->n].len = (uint8_t)env->conv_len;
     memcpy(b->conv[b->n].id, env->conv, env->conv_len);
     b->n++;
     sb_metric_add(w, SB_M_BEHIND, 1);
-    char buf[512];
-    struct sb_json_writer jw;
-    sb_json_writer_init(&jw, buf, sizeof(buf));
-    sb_json_begin_object(&jw);
-    sb_json_key(&jw, "type");
-    sb_json_cstr(&jw, "behind");
-    sb_json_key(&jw, "conv");
-    sb_json_str(&jw, env->conv, env->conv_len);
-    sb_json_key(&jw, "seq");
-    sb_json_uint(&jw, env->seq - 1);
-    sb_json_end_object(&jw);
-    ssize_t n = sb_json_finish(&jw);
-    if (n > 0)
-        send_text(d->conn, buf, (size_t)n);
+    struct sb_op op = {.type = SB_OP_BEHIND};
+    op.u.behind.seq = env->seq - 1;
+    op.u.behind.conv = sb_slice_from(env->conv, env->conv_len);
+    sb__session_send_op(d->conn, &op);
 }
 
 static void envelope_arrive(struct sb_worker *w, void *arg)
 {
     struct chat_envelope *env = arg;
     struct chat_shard *sh = my_shard(w);
-    /* One frame for every local device of every listed user: encoded once, queued by
+    /* One chunk per framing for every local device of every listed user: queued by
      * reference. */
-    uint8_t hdr[SB_WS_MAX_HEADER];
-    size_t hlen = sb_ws_encode_header(hdr, true, SB_WS_TEXT, env->json_len, NULL);
-    struct sb_chunk *ch = NULL;
+    struct sb_chunk *chunks[SB_FRAMINGS] = {NULL};
     uint64_t sent = 0, dropped = 0;
-    const char *p = env->data + env->json_len, *end = p + env->users_len;
+    const char *p = env->data + env->json_len + env->bin_len, *end = p + env->users_len;
     while (p < end) {
         size_t ulen;
         const char *uid = unpack_user(p, &ulen);
@@ -837,22 +896,26 @@ static void envelope_arrive(struct sb_worker *w, void *arg)
                     continue;
                 }
             }
-            if (!ch) {
-                ch = sb_chunk_new(w, hlen + env->json_len);
-                if (!ch)
-                    break;
-                memcpy(ch->data, hdr, hlen);
-                memcpy(ch->data + hlen, env->data, env->json_len);
-                ch->len = (uint32_t)(hlen + env->json_len);
+            enum sb_framing f = sb__session_framing(d->conn);
+            bool json = f == SB_FRAME_WS_TEXT;
+            if ((json ? env->json_len : env->bin_len) == 0)
+                continue; /* not encodable for it (logged by fan_init) */
+            if (!chunks[f] &&
+                !(chunks[f] = sb__session_chunk_of(w, json ? env->data : env->data + env->json_len,
+                                                   json ? env->json_len : env->bin_len, f))) {
+                sb_conn_close(d->conn, -ENOMEM);
+                continue;
             }
-            if (sb_conn_send_chunk(d->conn, ch) < 0)
+            if (sb_conn_send_chunk(d->conn, chunks[f]) < 0)
                 sb_conn_close(d->conn, -ENOMEM);
             else
                 sent++;
         }
     }
-    if (ch)
-        sb_chunk_unref(w, ch);
+    for (int f = 0; f < SB_FRAMINGS; f++) {
+        if (chunks[f])
+            sb_chunk_unref(w, chunks[f]);
+    }
     sb_metric_add(w,
                   env->cls == CLASS_MESSAGE   ? SB_M_DELIVERIES
                   : env->cls == CLASS_RECEIPT ? SB_M_RECEIPTS_OUT
@@ -865,23 +928,57 @@ static void envelope_arrive(struct sb_worker *w, void *arg)
 
 /*
  * A fan-out: one push for a set of users, grouped by their home workers into one envelope per
- * worker. Build with fan_add, send with fan_post (which frees it).
+ * worker. Build with fan_init (which encodes op once per encoding) and fan_add, send with
+ * fan_post; fan_free frees it.
  */
 struct chat_fan {
-    const char *json;
-    size_t json_len;
+    char *enc; /* the JSON text, then the binary frame */
+    size_t json_len, bin_len;
     struct {
         char *users;
         size_t len, cap;
     } * to; /* per worker */
 };
 
-static int fan_init(struct chat_fan *f, const char *json, size_t len)
+static void fan_free(struct chat_fan *f)
 {
-    f->json = json;
-    f->json_len = len;
+    for (unsigned k = 0; f->to && k < cfg.workers; k++)
+        free(f->to[k].users);
+    free(f->to);
+    free(f->enc);
+    f->to = NULL;
+    f->enc = NULL;
+}
+
+/*
+ * op is NULL for a fan-out of notes (no push). An encoding op cannot be written in (a bug,
+ * logged) is left empty and its readers get nothing. Returns 0, -ENOMEM or -EINVAL.
+ */
+static int fan_init(struct chat_fan *f, const struct sb_op *op)
+{
+    *f = (struct chat_fan){0};
+    if (op) {
+        size_t jcap = op_bound(SB_ENC_JSON, op), bcap = op_bound(SB_ENC_BINARY, op);
+        if (!(f->enc = malloc(jcap + bcap + 1)))
+            return -ENOMEM;
+        ssize_t j = jcap ? op_encode(SB_ENC_JSON, op, f->enc, jcap) : -EINVAL;
+        ssize_t b = bcap ? op_encode(SB_ENC_BINARY, op, f->enc + (j > 0 ? j : 0), bcap) : -EINVAL;
+        if (j < 0 || b < 0)
+            sb_log(SB_LOG_ERROR, (int)(j < 0 ? j : b), "%s not encoded in %s",
+                   sb_ops_type_name(op->type), j < 0 ? "JSON" : "binary");
+        if (j < 0 && b < 0) {
+            fan_free(f);
+            return -EINVAL;
+        }
+        f->json_len = j > 0 ? (size_t)j : 0;
+        f->bin_len = b > 0 ? (size_t)b : 0;
+    }
     f->to = calloc(cfg.workers, sizeof(*f->to));
-    return f->to ? 0 : -ENOMEM;
+    if (!f->to) {
+        fan_free(f);
+        return -ENOMEM;
+    }
+    return 0;
 }
 
 static void fan_add(struct chat_fan *f, const char *user, size_t len, unsigned home)
@@ -906,7 +1003,8 @@ static void fan_post(struct sb_worker *w, struct chat_fan *f, enum chat_class cl
     for (unsigned k = 0; f->to && k < cfg.workers; k++) {
         if (!f->to[k].len)
             continue;
-        struct chat_envelope *env = malloc(sizeof(*env) + f->json_len + f->to[k].len);
+        size_t enc_len = f->json_len + f->bin_len;
+        struct chat_envelope *env = malloc(sizeof(*env) + enc_len + f->to[k].len);
         if (env) {
             env->cls = (uint8_t)cls;
             env->skip_conn_id = skip_conn_id;
@@ -914,19 +1012,18 @@ static void fan_post(struct sb_worker *w, struct chat_fan *f, enum chat_class cl
             env->conv_len = cv->id_len;
             memcpy(env->conv, cv->id, cv->id_len);
             env->json_len = f->json_len;
+            env->bin_len = f->bin_len;
             env->users_len = f->to[k].len;
-            memcpy(env->data, f->json, f->json_len);
-            memcpy(env->data + f->json_len, f->to[k].users, f->to[k].len);
+            memcpy(env->data, f->enc, enc_len);
+            memcpy(env->data + enc_len, f->to[k].users, f->to[k].len);
             int e = cls == CLASS_MESSAGE
                         ? sb_store_post_after(my_shard(w)->log, w, k, envelope_arrive, env)
                         : sb_worker_post(w, k, envelope_arrive, env);
             if (e < 0)
                 free(env);
         }
-        free(f->to[k].users);
     }
-    free(f->to);
-    f->to = NULL;
+    fan_free(f);
 }
 
 static void note_arrive(struct sb_worker *w, void *arg);
@@ -936,7 +1033,7 @@ static void note_post(struct sb_worker *w, const struct chat_conv *cv, bool join
                       struct chat_member *const *ms, uint32_t n)
 {
     struct chat_fan f;
-    if (fan_init(&f, NULL, 0) < 0)
+    if (fan_init(&f, NULL) < 0)
         return;
     for (uint32_t i = 0; i < n; i++)
         fan_add(&f, ms[i]->id, ms[i]->id_len, ms[i]->home);
@@ -953,9 +1050,8 @@ static void note_post(struct sb_worker *w, const struct chat_conv *cv, bool join
             if (sb_worker_post(w, k, note_arrive, nt) < 0)
                 free(nt);
         }
-        free(f.to[k].users);
     }
-    free(f.to);
+    fan_free(&f);
 }
 
 /* ---- conversations and history ------------------------------------------------------------- */
@@ -1230,7 +1326,7 @@ static int history_add(struct chat_shard *sh, struct chat_conv *cv, struct sb_st
     const char *key = sb_store_rec_key(m->rec, &klen);
     /* System messages are not de-duplicated (their client ids are the actors' request ids). A
      * key seen before (only a damaged log can hold one twice) keeps its first message. */
-    if (m->rec[11] == SB_STORE_SYS_NONE && !sb_table_get(&cv->dedup, key, klen) &&
+    if ((m->rec[11] & 0x3F) == SB_STORE_SYS_NONE && !sb_table_get(&cv->dedup, key, klen) &&
         sb_table_add(&cv->dedup, m) < 0)
         return -ENOMEM;
     cv->hist[(cv->hist_head + cv->hist_count) % cv->hist_cap] = m;
@@ -1468,34 +1564,6 @@ int sb_chat_snapshot(void *ctx, unsigned worker, uint32_t gen, struct sb_store_b
 
 /* ---- the sequencer -------------------------------------------------------------------------- */
 
-/* {"type":"ack","id":...,"msg_id":"...","conv":...,"seq":N,"ts":N[,"duplicate":true]} */
-static ssize_t encode_ack(const struct sb_store_rec *r, bool dup, char *buf, size_t cap)
-{
-    char msg_id[24];
-    snprintf(msg_id, sizeof(msg_id), "%llu", (unsigned long long)r->msg_id);
-    struct sb_json_writer w;
-    sb_json_writer_init(&w, buf, cap);
-    sb_json_begin_object(&w);
-    sb_json_key(&w, "type");
-    sb_json_cstr(&w, "ack");
-    sb_json_key(&w, "id");
-    sb_json_str(&w, r->client_id, r->client_id_len);
-    sb_json_key(&w, "msg_id");
-    sb_json_cstr(&w, msg_id);
-    sb_json_key(&w, "conv");
-    sb_json_str(&w, r->conv, r->conv_len);
-    sb_json_key(&w, "seq");
-    sb_json_uint(&w, r->seq);
-    sb_json_key(&w, "ts");
-    sb_json_uint(&w, r->ts_ms);
-    if (dup) {
-        sb_json_key(&w, "duplicate");
-        sb_json_bool(&w, true);
-    }
-    sb_json_end_object(&w);
-    return sb_json_finish(&w);
-}
-
 /* The next message of cv from request r: its log record, with the next seq and a fresh msg_id.
  * A system message has `system` and `subject` in place of the body. */
 static struct sb_store_ent *make_msg(struct chat_shard *sh, const struct chat_conv *cv,
@@ -1517,6 +1585,7 @@ static struct sb_store_ent *make_msg(struct chat_shard *sh, const struct chat_co
         .client_id_len = q->client_id_len ? q->client_id_len : 1,
         .body = system ? subject : q->text,
         .body_len = system ? subject_len : q->text_len,
+        .body_form = system ? SB_STORE_BODY_JSON : q->body_form,
     };
     r.msg_id = sb_msgid_next(&sh->ids, r.ts_ms);
     return ent_new(&r);
@@ -1528,23 +1597,17 @@ static void deliver(struct sb_worker *w, const struct chat_conv *cv, const struc
 {
     struct sb_store_rec r;
     sb_store_view(m->rec, &r);
-    size_t cap = message_bound(&r);
-    char *json = malloc(cap);
-    struct sb_json_writer jw;
-    sb_json_writer_init(&jw, json, json ? cap : 0);
-    write_message(&jw, &r);
-    ssize_t n = sb_json_finish(&jw);
+    struct sb_op op = {.type = SB_OP_MESSAGE};
+    message_op(&r, &op.u.message);
     struct chat_fan f;
-    if (!json || n < 0 || fan_init(&f, json, (size_t)n) < 0) {
+    if (fan_init(&f, &op) < 0) {
         sb_log(SB_LOG_WARN, -ENOMEM, "%s: message %llu not pushed (it is in history)", cv->id,
                (unsigned long long)r.seq);
-        free(json);
         return;
     }
     for (uint32_t i = 0; i < cv->nmembers; i++)
         fan_add(&f, cv->mlist[i]->id, cv->mlist[i]->id_len, cv->mlist[i]->home);
     fan_post(w, &f, CLASS_MESSAGE, cv, r.seq, skip_conn_id);
-    free(json);
 }
 
 /*
@@ -1582,41 +1645,38 @@ static void handle_send(struct sb_worker *w, struct chat_shard *sh, struct chat_
     struct sb_store_ent *m = sb_table_get(&cv->dedup, key, 2 + q->user_len + q->client_id_len);
     bool dup = m != NULL;
     if (!dup && !(m = post_message(w, sh, cv, q, SB_STORE_SYS_NONE, NULL, 0))) {
-        req_error(w, q, "unavailable", "out of memory; retry");
+        req_error(w, q, SB_OP_ERR_UNAVAILABLE, "out of memory; retry");
         return;
     }
     /* Under fsync = always the ack waits until the record is durable (a duplicate's too: its
      * first copy may still be on its way to the disk). */
     struct sb_store_rec r;
     sb_store_view(m->rec, &r);
-    char buf[640];
-    ssize_t n = encode_ack(&r, dup, buf, sizeof(buf));
-    if (n > 0)
-        post_text(w, q->from_worker, q->conn_id, q->http, q->user, q->user_len, buf, (size_t)n,
-                  true);
+    struct sb_op op = {.type = SB_OP_ACK};
+    op.u.ack = (struct sb_op_ack){.msg_id = r.msg_id,
+                                  .seq = r.seq,
+                                  .ts_ms = r.ts_ms,
+                                  .is_duplicate = dup,
+                                  .client_id = sb_slice_from(r.client_id, r.client_id_len),
+                                  .conv = sb_slice_from(r.conv, r.conv_len)};
+    struct chat_to to = to_req(q);
+    answer(w, &to, &op, true);
 }
 
-/* {"type":"receipt"|"typing","conv":...,["seq":N,"kind":...,]"user":...} */
-static ssize_t encode_signal(char *buf, size_t cap, const char *type, const struct chat_conv *cv,
-                             const struct chat_req *q, uint64_t seq)
+/* A receipt (seq > 0) or typing event of q's user in cv, as the server forwards it. */
+static void signal_op(struct sb_op *op, const struct chat_conv *cv, const struct chat_req *q,
+                      uint64_t seq)
 {
-    struct sb_json_writer jw;
-    sb_json_writer_init(&jw, buf, cap);
-    sb_json_begin_object(&jw);
-    sb_json_key(&jw, "type");
-    sb_json_cstr(&jw, type);
-    sb_json_key(&jw, "conv");
-    sb_json_str(&jw, cv->id, cv->id_len);
+    struct sb_slice conv = sb_slice_from(cv->id, cv->id_len),
+                    user = sb_slice_from(q->user, q->user_len);
     if (seq) {
-        sb_json_key(&jw, "seq");
-        sb_json_uint(&jw, seq);
-        sb_json_key(&jw, "kind");
-        sb_json_cstr(&jw, q->receipt_kind == SB_RECEIPT_READ ? "read" : "delivered");
+        op->type = SB_OP_RECEIPT;
+        op->u.receipt =
+            (struct sb_op_receipt){.seq = seq, .kind = q->receipt_kind, .conv = conv, .user = user};
+    } else {
+        op->type = SB_OP_TYPING;
+        op->u.typing = (struct sb_op_typing){.conv = conv, .user = user};
     }
-    sb_json_key(&jw, "user");
-    sb_json_str(&jw, q->user, q->user_len);
-    sb_json_end_object(&jw);
-    return sb_json_finish(&jw);
 }
 
 /*
@@ -1647,10 +1707,10 @@ static void handle_receipt(struct sb_worker *w, struct chat_shard *sh, struct ch
             sb_store_ent_free(e);
         }
     }
-    char buf[512];
-    ssize_t n = encode_signal(buf, sizeof(buf), "receipt", cv, q, seq);
+    struct sb_op op = {0};
+    signal_op(&op, cv, q, seq);
     struct chat_fan f;
-    if (n < 0 || fan_init(&f, buf, (size_t)n) < 0)
+    if (fan_init(&f, &op) < 0)
         return;
     fan_add(&f, me->id, me->id_len, me->home);
     /* The senders of the messages now covered (still in history), each once. */
@@ -1684,10 +1744,10 @@ static void handle_typing(struct sb_worker *w, struct chat_conv *cv, struct chat
     if (me->typing_ms && now - me->typing_ms < TYPING_INTERVAL_MS)
         return;
     me->typing_ms = now;
-    char buf[512];
-    ssize_t n = encode_signal(buf, sizeof(buf), "typing", cv, q, 0);
+    struct sb_op op = {0};
+    signal_op(&op, cv, q, 0);
     struct chat_fan f;
-    if (n < 0 || fan_init(&f, buf, (size_t)n) < 0)
+    if (fan_init(&f, &op) < 0)
         return;
     for (uint32_t i = 0; i < cv->nmembers; i++) {
         if (cv->mlist[i] != me)
@@ -1696,99 +1756,66 @@ static void handle_typing(struct sb_worker *w, struct chat_conv *cv, struct chat
     fan_post(w, &f, CLASS_TYPING, cv, 0, q->conn_id);
 }
 
-/* Bytes encode_conv needs at most. */
-static size_t conv_bound(const struct chat_conv *cv, bool members)
+/* The members (or only the admins) of a conversation, as a list of struct sb_slice. */
+struct chat_mlist {
+    const struct chat_conv *cv;
+    bool admins;
+};
+
+static int mlist_next(struct sb_ops_list_iter *it, void *item)
 {
-    return 400 + 6 * (cv->id_len + cv->name_len + SB_CLIENT_ID_MAX) +
-           (members ? (size_t)cv->nmembers * 2 * (SB_USER_ID_MAX + 3) : 0);
+    const struct chat_mlist *ml = (const void *)it->list->raw.base;
+    while (it->off < ml->cv->nmembers) {
+        const struct chat_member *m = ml->cv->mlist[it->off++];
+        if (!ml->admins || m->admin) {
+            *(struct sb_slice *)item = sb_slice_from(m->id, m->id_len);
+            it->index++;
+            return 1;
+        }
+    }
+    return 0;
 }
 
-/*
- * The conversation as a JSON object: {"type":"conv","id":...,"conv","name","owner","admins",
- * "members","last_seq"} (members = false: a list item without "type", "id", "admins" and
- * "members", with "member_count" and the user's "read_seq").
- */
-static void write_conv(struct sb_json_writer *jw, const struct chat_conv *cv, const char *id,
-                       size_t id_len, bool members, const struct chat_member *me)
+static struct sb_ops_list mlist_list(const struct chat_mlist *ml)
 {
-    sb_json_begin_object(jw);
-    if (members) {
-        sb_json_key(jw, "type");
-        sb_json_cstr(jw, "conv");
-        if (id_len) {
-            sb_json_key(jw, "id");
-            sb_json_str(jw, id, id_len);
-        }
+    uint32_t n = ml->cv->nmembers;
+    if (ml->admins) {
+        n = 0;
+        for (uint32_t i = 0; i < ml->cv->nmembers; i++)
+            n += ml->cv->mlist[i]->admin;
     }
-    sb_json_key(jw, "conv");
-    sb_json_str(jw, cv->id, cv->id_len);
-    sb_json_key(jw, "kind");
-    sb_json_cstr(jw, cv->group ? "group" : "direct");
-    sb_json_key(jw, "name");
-    sb_json_str(jw, cv->name, cv->name_len);
-    sb_json_key(jw, "owner");
-    sb_json_str(jw, cv->owner, cv->owner_len);
-    if (members) {
-        sb_json_key(jw, "admins");
-        sb_json_begin_array(jw);
-        for (uint32_t i = 0; i < cv->nmembers; i++) {
-            if (cv->mlist[i]->admin)
-                sb_json_str(jw, cv->mlist[i]->id, cv->mlist[i]->id_len);
-        }
-        sb_json_end_array(jw);
-        sb_json_key(jw, "members");
-        sb_json_begin_array(jw);
-        for (uint32_t i = 0; i < cv->nmembers; i++)
-            sb_json_str(jw, cv->mlist[i]->id, cv->mlist[i]->id_len);
-        sb_json_end_array(jw);
-    } else {
-        sb_json_key(jw, "member_count");
-        sb_json_uint(jw, cv->nmembers);
-    }
-    sb_json_key(jw, "last_seq");
-    sb_json_uint(jw, cv->last_seq);
-    if (me) {
-        sb_json_key(jw, "read_seq");
-        sb_json_uint(jw, me->read_seq);
-    }
-    sb_json_end_object(jw);
+    return (struct sb_ops_list){
+        .count = n, .raw = sb_slice_from((const char *)ml, sizeof(*ml)), .next = mlist_next};
 }
 
 /* Answers a request with the conversation (`conv`), after what was appended is durable. */
 static void answer_conv(struct sb_worker *w, const struct chat_conv *cv, const struct chat_req *q)
 {
-    if (!q->conn_id)
-        return;
-    size_t cap = conv_bound(cv, true);
-    struct chat_reply *rep = reply_new(q->conn_id, q->http, q->user, q->user_len, cap);
-    if (!rep) {
-        req_error(w, q, "unavailable", "out of memory; retry");
-        return;
-    }
-    struct sb_json_writer jw;
-    sb_json_writer_init(&jw, rep->json, cap);
-    write_conv(&jw, cv, q->client_id, q->client_id_len, true, member_get(cv, q->user, q->user_len));
-    ssize_t n = sb_json_finish(&jw);
-    if (n < 0) {
-        free(rep);
-        req_error(w, q, "internal", "answer too large");
-        return;
-    }
-    rep->len = (size_t)n;
-    reply_post(w, q->from_worker, rep, true);
+    const struct chat_member *me = member_get(cv, q->user, q->user_len);
+    struct chat_mlist admins = {cv, true}, members = {cv, false};
+    struct sb_op op = {.type = SB_OP_CONV};
+    op.u.conv = (struct sb_op_conv){.last_seq = cv->last_seq,
+                                    .read_seq = me ? me->read_seq : 0,
+                                    .conv = sb_slice_from(cv->id, cv->id_len),
+                                    .name = sb_slice_from(cv->name, cv->name_len),
+                                    .owner = sb_slice_from(cv->owner, cv->owner_len),
+                                    .admins = mlist_list(&admins),
+                                    .members = mlist_list(&members)};
+    struct chat_to to = to_req(q);
+    answer(w, &to, &op, true);
 }
 
 /* Creates the group q->conv with the requester as owner and admin. */
 static void handle_create(struct sb_worker *w, struct chat_shard *sh, const struct chat_req *q)
 {
     if (sb_table_get(&sh->convs, q->conv, q->conv_len)) {
-        req_error(w, q, "conflict", "the group exists already");
+        req_error(w, q, SB_OP_ERR_CONFLICT, "the group exists already");
         return;
     }
     struct chat_conv *cv = conv_new(sh, q->conv, q->conv_len, true);
     struct chat_member *owner = cv ? member_add(cv, q->user, q->user_len) : NULL;
     if (!owner) {
-        req_error(w, q, "unavailable", "out of memory; retry");
+        req_error(w, q, SB_OP_ERR_UNAVAILABLE, "out of memory; retry");
         return; /* an empty group nobody knows of stays behind until the next restart */
     }
     owner->admin = true;
@@ -1803,7 +1830,7 @@ static void handle_create(struct sb_worker *w, struct chat_shard *sh, const stru
         const char *id = unpack_user(p, &len);
         p = id + len;
         if (!member_get(cv, id, len) && !member_add(cv, id, len)) {
-            req_error(w, q, "unavailable", "out of memory; retry");
+            req_error(w, q, SB_OP_ERR_UNAVAILABLE, "out of memory; retry");
             return;
         }
     }
@@ -1820,11 +1847,11 @@ static void handle_manage(struct sb_worker *w, struct chat_shard *sh, struct cha
 {
     bool owner = cv->owner_len == q->user_len && memcmp(cv->owner, q->user, q->user_len) == 0;
     if (q->kind != REQ_LEAVE && !me->admin) {
-        req_error(w, q, "forbidden", "only the group's admins may do this");
+        req_error(w, q, SB_OP_ERR_FORBIDDEN, "only the group's admins may do this");
         return;
     }
     if ((q->kind == REQ_PROMOTE || q->kind == REQ_DEMOTE) && !owner) {
-        req_error(w, q, "forbidden", "only the group's owner may change admins");
+        req_error(w, q, SB_OP_ERR_FORBIDDEN, "only the group's owner may change admins");
         return;
     }
     /* Checked before anything changes: the request is all or nothing. */
@@ -1838,18 +1865,19 @@ static void handle_manage(struct sb_worker *w, struct chat_shard *sh, struct cha
         adds += !m;
         if (q->kind == REQ_REMOVE && m &&
             ((len == cv->owner_len && memcmp(id, cv->owner, len) == 0) || (m->admin && !owner))) {
-            req_error(w, q, "forbidden", "the owner cannot be removed; admins only by the owner");
+            req_error(w, q, SB_OP_ERR_FORBIDDEN,
+                      "the owner cannot be removed; admins only by the owner");
             return;
         }
         if ((q->kind == REQ_PROMOTE || q->kind == REQ_DEMOTE) && !m) {
-            req_error(w, q, "not_found", "not a member of this group");
+            req_error(w, q, SB_OP_ERR_NOT_FOUND, "not a member of this group");
             return;
         }
     }
     if (q->kind == REQ_ADD && cv->nmembers + adds > cfg.max_group_members) {
         char msg[128];
         snprintf(msg, sizeof(msg), "a group has at most %u members", cfg.max_group_members);
-        req_error(w, q, "conflict", msg);
+        req_error(w, q, SB_OP_ERR_CONFLICT, msg);
         return;
     }
     struct chat_member *changed[USERS_MAX];
@@ -1929,11 +1957,11 @@ static void sequence(struct sb_worker *w, void *arg)
         note_post(w, cv, true, cv->mlist, cv->nmembers);
     if (!me) {
         if (cv)
-            req_error(w, q, "forbidden", "not a member of this conversation");
+            req_error(w, q, SB_OP_ERR_FORBIDDEN, "not a member of this conversation");
         else if (err == -ENOENT)
-            req_error(w, q, "not_found", "no such conversation");
+            req_error(w, q, SB_OP_ERR_NOT_FOUND, "no such conversation");
         else
-            req_error(w, q, "unavailable", "out of memory; retry");
+            req_error(w, q, SB_OP_ERR_UNAVAILABLE, "out of memory; retry");
         free(q);
         return;
     }
@@ -1951,8 +1979,12 @@ static void sequence(struct sb_worker *w, void *arg)
         /* Over a WebSocket these are not answered; an HTTP client waits for a response. */
         if (q->http) {
             static const char ok[] = "{\"type\":\"ok\"}";
-            post_text(w, q->from_worker, q->conn_id, true, q->user, q->user_len, ok, sizeof(ok) - 1,
-                      q->kind == REQ_RECEIPT);
+            struct chat_reply *r = reply_new(q->conn_id, true, q->user, q->user_len, sizeof(ok));
+            if (r) {
+                r->len = sizeof(ok) - 1;
+                memcpy(r->data, ok, r->len);
+                reply_post(w, q->from_worker, r, q->kind == REQ_RECEIPT);
+            }
         }
         break;
     case REQ_GET:
@@ -1960,7 +1992,8 @@ static void sequence(struct sb_worker *w, void *arg)
         break;
     default:
         if (!cv->group)
-            req_error(w, q, "bad_request", "a direct conversation has no settings to change");
+            req_error(w, q, SB_OP_ERR_BAD_REQUEST,
+                      "a direct conversation has no settings to change");
         else
             handle_manage(w, sh, cv, me, q);
         break;
@@ -1969,6 +2002,30 @@ static void sequence(struct sb_worker *w, void *arg)
 }
 
 /* ---- conversation lists: gathered from the sequencers on the user's home worker ----------- */
+
+static struct chat_to to_gather(const struct chat_gather *g)
+{
+    return (struct chat_to){
+        g->from_worker, g->conn_id, g->http, g->enc, {g->request_id, g->req_len ? g->req : NULL},
+        g->user,        g->user_len};
+}
+
+/* An item of the conversation list, as an operation's list item. */
+static int items_next(struct sb_ops_list_iter *it, void *item)
+{
+    const struct chat_conv_item *ci = (const struct chat_conv_item *)it->list->raw.base;
+    if (it->index >= it->list->count)
+        return 0;
+    ci += it->index++;
+    *(struct sb_op_conv_summary *)item =
+        (struct sb_op_conv_summary){.last_seq = ci->last_seq,
+                                    .read_seq = ci->read_seq,
+                                    .member_count = ci->member_count,
+                                    .conv = sb_slice_from(ci->conv, ci->conv_len),
+                                    .name = sb_slice_from(ci->name, ci->name_len),
+                                    .owner = sb_slice_from(ci->owner, ci->owner_len)};
+    return 1;
+}
 
 static void gather_finish(struct sb_worker *w, struct chat_gather *g)
 {
@@ -1979,27 +2036,23 @@ static void gather_finish(struct sb_worker *w, struct chat_gather *g)
             break;
         }
     }
-    size_t cap = g->len + 6 * SB_CLIENT_ID_MAX + 64;
-    char *buf = g->failed ? NULL : malloc(cap);
-    int n = !buf ? -1
-            : g->sync
-                ? snprintf(buf, cap, "{\"type\":\"sync_done\",\"id\":\"%s\",\"cursor\":\"%llu\"}",
-                           g->req, (unsigned long long)g->start_ms)
-                : snprintf(buf, cap, "{\"type\":\"convs\",\"id\":\"%s\",\"convs\":[%.*s]}", g->req,
-                           (int)g->len, g->json ? g->json : "");
-    if (n > 0 && (size_t)n < cap) {
-        post_text(w, g->from_worker, g->conn_id, g->http, g->user, g->user_len, buf, (size_t)n,
-                  false);
+    struct chat_to to = to_gather(g);
+    char cursor[24];
+    struct sb_op op = {.type = g->sync ? SB_OP_SYNC_DONE : SB_OP_CONVS};
+    if (g->sync) {
+        snprintf(cursor, sizeof(cursor), "%llu", (unsigned long long)g->start_ms);
+        op.u.sync_done.cursor = sb_slice_from(cursor, strlen(cursor));
     } else {
-        char err[256];
-        ssize_t e = encode_error(err, sizeof(err), g->req, g->req_len, "unavailable",
-                                 "out of memory; retry", NULL, 0, 0);
-        if (e > 0)
-            post_text(w, g->from_worker, g->conn_id, g->http, g->user, g->user_len, err, (size_t)e,
-                      false);
+        op.u.convs.convs = (struct sb_ops_list){
+            .count = (uint32_t)g->len,
+            .raw = sb_slice_from((const char *)g->items, g->len * sizeof(*g->items)),
+            .next = items_next};
     }
-    free(buf);
-    free(g->json);
+    if (g->failed)
+        answer_error(w, &to, SB_OP_ERR_UNAVAILABLE, "out of memory; retry", NULL, 0);
+    else
+        answer(w, &to, &op, false);
+    free(g->items);
     free(g);
 }
 
@@ -2010,31 +2063,34 @@ static void list_part_arrive(struct sb_worker *w, void *arg)
     while (g && g->id != part->gather)
         g = g->next;
     if (g && g->sync) {
-        /* Pages, each a length (4 bytes) and its JSON: passed on as they come. */
+        /* Pages, each a length (4 bytes) and its encoding: passed on as they come. */
         for (size_t off = 0; off + 4 <= part->len;) {
             uint32_t n;
-            memcpy(&n, part->json + off, 4);
-            post_text(w, g->from_worker, g->conn_id, g->http, g->user, g->user_len,
-                      part->json + off + 4, n, false);
+            memcpy(&n, part->data + off, 4);
+            struct chat_reply *r =
+                g->conn_id ? reply_new(g->conn_id, g->http, g->user, g->user_len, n) : NULL;
+            if (r) {
+                memcpy(r->data, part->data + off + 4, n);
+                r->len = n;
+                reply_post(w, g->from_worker, r, false);
+            }
             off += 4 + n;
         }
     } else if (g && part->len) {
-        size_t need = g->len + 1 + part->len;
-        if (need > g->cap) {
-            size_t cap = need * 2;
-            char *json = realloc(g->json, cap);
-            if (!json) {
+        size_t n = part->len / sizeof(struct chat_conv_item);
+        if (g->len + n > g->cap) {
+            size_t cap = (g->len + n) * 2;
+            struct chat_conv_item *items = realloc(g->items, cap * sizeof(*items));
+            if (!items) {
                 g->failed = true;
             } else {
-                g->json = json;
+                g->items = items;
                 g->cap = cap;
             }
         }
         if (!g->failed) {
-            if (g->len)
-                g->json[g->len++] = ',';
-            memcpy(g->json + g->len, part->json, part->len);
-            g->len += part->len;
+            memcpy(g->items + g->len, part->data, part->len);
+            g->len += n;
         }
     }
     if (g && --g->parts == 0)
@@ -2079,7 +2135,9 @@ static void sync_since_serve(struct sb_worker *w, struct chat_shard *sh, struct 
         uint32_t first = history_since(cv, q->since_ms);
         if (first == cv->hist_count)
             continue; /* nothing new */
-        struct chat_sync s = {.last_seq = sb_store_rec_seq(hist_at(cv, first)->rec) - 1,
+        struct chat_sync s = {.enc = q->enc,
+                              .request_id = q->request_id,
+                              .last_seq = sb_store_rec_seq(hist_at(cv, first)->rec) - 1,
                               .limit = q->limit,
                               .user_len = q->user_len,
                               .id_len = q->client_id_len,
@@ -2100,8 +2158,8 @@ static void sync_since_serve(struct sb_worker *w, struct chat_shard *sh, struct 
             part = bigger;
         }
         uint32_t n = (uint32_t)rep->len;
-        memcpy(part->json + part->len, &n, 4);
-        memcpy(part->json + part->len + 4, rep->json, rep->len);
+        memcpy(part->data + part->len, &n, 4);
+        memcpy(part->data + part->len + 4, rep->data, rep->len);
         part->len += 4 + rep->len;
         free(rep);
     }
@@ -2119,33 +2177,32 @@ static void list_serve(struct sb_worker *w, void *arg)
         free(q);
         return;
     }
-    size_t cap = 64;
-    const char *p = q->users;
-    for (uint32_t i = 0; i < q->nusers; i++, p += 1 + (uint8_t)p[0]) {
-        struct chat_conv *cv = sb_table_get(&sh->convs, p + 1, (uint8_t)p[0]);
-        cap += cv ? conv_bound(cv, false) + 1 : 0;
-    }
-    struct chat_list_part *part = malloc(sizeof(*part) + cap);
+    struct chat_list_part *part =
+        malloc(sizeof(*part) + (size_t)q->nusers * sizeof(struct chat_conv_item));
     if (!part) {
         free(q);
         return; /* the gather waits for this part: the device gets no answer; it may retry */
     }
     part->gather = q->seq;
     part->len = 0;
-    p = q->users;
+    struct chat_conv_item *items = (struct chat_conv_item *)part->data;
+    const char *p = q->users;
     for (uint32_t i = 0; i < q->nusers; i++, p += 1 + (uint8_t)p[0]) {
         struct chat_conv *cv = sb_table_get(&sh->convs, p + 1, (uint8_t)p[0]);
         struct chat_member *me = cv ? member_get(cv, q->user, q->user_len) : NULL;
         if (!me)
             continue;
-        if (part->len)
-            part->json[part->len++] = ',';
-        struct sb_json_writer jw;
-        sb_json_writer_init(&jw, part->json + part->len, cap - part->len);
-        write_conv(&jw, cv, NULL, 0, false, me);
-        ssize_t n = sb_json_finish(&jw);
-        if (n > 0)
-            part->len += (size_t)n;
+        struct chat_conv_item *ci = items++;
+        *ci = (struct chat_conv_item){.last_seq = cv->last_seq,
+                                      .read_seq = me->read_seq,
+                                      .member_count = cv->nmembers,
+                                      .conv_len = (uint8_t)cv->id_len,
+                                      .name_len = (uint8_t)cv->name_len,
+                                      .owner_len = (uint8_t)cv->owner_len};
+        memcpy(ci->conv, cv->id, cv->id_len);
+        memcpy(ci->name, cv->name, cv->name_len);
+        memcpy(ci->owner, cv->owner, cv->owner_len);
+        part->len += sizeof(*ci);
     }
     if (sb_worker_post(w, q->from_worker, list_part_arrive, part) < 0)
         free(part);
@@ -2193,6 +2250,23 @@ static void note_arrive(struct sb_worker *w, void *arg)
 
 /* ---- sync on the sequencer ----------------------------------------------------------------- */
 
+/* Messages of a conversation's history, as a list of struct sb_op_message. */
+struct chat_hlist {
+    const struct chat_conv *cv;
+    uint32_t first;
+};
+
+static int hlist_next(struct sb_ops_list_iter *it, void *item)
+{
+    const struct chat_hlist *h = (const void *)it->list->raw.base;
+    if (it->index >= it->list->count)
+        return 0;
+    struct sb_store_rec r;
+    sb_store_view(hist_at(h->cv, h->first + it->index++)->rec, &r);
+    message_op(&r, item);
+    return 1;
+}
+
 /* Encodes a page of cv's history after q->last_seq into a new reply (NULL without memory). */
 static struct chat_reply *sync_page(const struct chat_conv *cv, const struct chat_sync *q)
 {
@@ -2200,52 +2274,23 @@ static struct chat_reply *sync_page(const struct chat_conv *cv, const struct cha
     uint32_t count = cv ? cv->hist_count : 0;
     uint32_t first = cv ? history_after(cv, q->last_seq) : 0, n = 0;
     uint64_t oldest = count ? sb_store_rec_seq(hist_at(cv, 0)->rec) : last + 1;
-    bool truncated = q->last_seq < last && q->last_seq + 1 < oldest;
     size_t bytes = 0;
     while (first + n < count && n < q->limit && (n == 0 || bytes < SYNC_PAGE_BYTES)) {
-        struct sb_store_rec r;
-        sb_store_view(hist_at(cv, first + n)->rec, &r);
-        bytes += message_bound(&r) + 1;
+        bytes += sb_store_rec_size_of(hist_at(cv, first + n)->rec);
         n++;
     }
-    size_t cap = bytes + 6 * (q->id_len + q->conv_len) + 200;
-    struct chat_reply *rep = reply_new(q->conn_id, q->http, q->user, q->user_len, cap);
-    if (!rep)
-        return NULL;
-    struct sb_json_writer w;
-    sb_json_writer_init(&w, rep->json, cap);
-    sb_json_begin_object(&w);
-    sb_json_key(&w, "type");
-    sb_json_cstr(&w, "sync_page");
-    sb_json_key(&w, "id");
-    sb_json_str(&w, q->id, q->id_len);
-    sb_json_key(&w, "conv");
-    sb_json_str(&w, q->conv, q->conv_len);
-    sb_json_key(&w, "messages");
-    sb_json_begin_array(&w);
-    for (uint32_t i = 0; i < n; i++) {
-        struct sb_store_rec r;
-        sb_store_view(hist_at(cv, first + i)->rec, &r);
-        write_message(&w, &r);
-    }
-    sb_json_end_array(&w);
-    sb_json_key(&w, "more");
-    sb_json_bool(&w, first + n < count);
-    /* Where the next request continues: the last message sent, or all there is. */
-    sb_json_key(&w, "last_seq");
-    sb_json_uint(&w, n ? sb_store_rec_seq(hist_at(cv, first + n - 1)->rec) : last);
-    if (truncated) {
-        sb_json_key(&w, "truncated");
-        sb_json_bool(&w, true);
-    }
-    sb_json_end_object(&w);
-    ssize_t len = sb_json_finish(&w);
-    if (len < 0) {
-        free(rep);
-        return NULL;
-    }
-    rep->len = (size_t)len;
-    return rep;
+    struct chat_hlist h = {cv, first};
+    struct sb_op op = {.type = SB_OP_SYNC_PAGE};
+    op.u.sync_page = (struct sb_op_sync_page){
+        /* Where the next request continues: the last message sent, or all there is. */
+        .last_seq = n ? sb_store_rec_seq(hist_at(cv, first + n - 1)->rec) : last,
+        .has_more = first + n < count,
+        .truncated = q->last_seq < last && q->last_seq + 1 < oldest,
+        .conv = sb_slice_from(q->conv, q->conv_len),
+        .messages = {
+            .count = n, .raw = sb_slice_from((const char *)&h, sizeof(h)), .next = hlist_next}};
+    struct chat_to to = to_sync(q);
+    return reply_op(&to, &op);
 }
 
 static void sync_serve(struct sb_worker *w, void *arg)
@@ -2264,15 +2309,11 @@ static void sync_serve(struct sb_worker *w, void *arg)
     else if (!cv && dm_members(q->conv, q->conv_len, a, b) && strcmp(a, q->user) != 0 &&
              strcmp(b, q->user) != 0)
         code = "forbidden";
+    struct chat_to to = to_sync(q);
     if (code) {
-        char buf[768];
-        ssize_t n = encode_error(buf, sizeof(buf), q->id, q->id_len, code,
-                                 code[0] == 'f' ? "not a member of this conversation"
-                                                : "no such conversation",
-                                 q->conv, q->conv_len, 0);
-        if (n > 0)
-            post_text(w, q->from_worker, q->conn_id, q->http, q->user, q->user_len, buf, (size_t)n,
-                      false);
+        answer_error(w, &to, code[0] == 'f' ? SB_OP_ERR_FORBIDDEN : SB_OP_ERR_NOT_FOUND,
+                     code[0] == 'f' ? "not a member of this conversation" : "no such conversation",
+                     q->conv, q->conv_len);
         free(q);
         return;
     }
@@ -2283,24 +2324,25 @@ static void sync_serve(struct sb_worker *w, void *arg)
         /* Under fsync = always a page shows only what is durable: it waits like an ack. */
         reply_post(w, q->from_worker, rep, true);
     } else {
-        char buf[768];
-        ssize_t n = encode_error(buf, sizeof(buf), q->id, q->id_len, "unavailable",
-                                 "out of memory; retry", q->conv, q->conv_len, 0);
-        if (n > 0)
-            post_text(w, q->from_worker, q->conn_id, q->http, q->user, q->user_len, buf, (size_t)n,
-                      false);
+        answer_error(w, &to, SB_OP_ERR_UNAVAILABLE, "out of memory; retry", q->conv, q->conv_len);
     }
     free(q);
 }
 
 /* ---- client operations ---------------------------------------------------------------------- */
 
-/* Copies a string member into out; false when absent, not a string, empty or too long. */
-static bool get_str(const char *json, const struct sb_json_tok *t, int obj, const char *key,
-                    char *out, size_t cap)
+/* The request being handled: who sent it and the ids its answers carry. */
+struct chat_in {
+    struct sb_conn *c;
+    struct chat_device *d;
+    uint8_t enc;
+    struct chat_rid rid;
+    char id[SB_CLIENT_ID_MAX + 1]; /* the JSON "id" ("" when none) */
+};
+
+static void in_error(const struct chat_in *in, enum sb_op_err code, const char *message)
 {
-    int i = sb_json_get(json, t, obj, key);
-    return i >= 0 && t[i].type == SB_JSON_STRING && sb_json_string(json, &t[i], out, cap) > 0;
+    send_error(in->c, in->rid, code, message);
 }
 
 static struct chat_req *req_new(enum chat_req_kind kind, const char *user, size_t user_len,
@@ -2336,343 +2378,325 @@ static struct chat_req *req_new(enum chat_req_kind kind, const char *user, size_
     return q;
 }
 
-/* A request from device d, mailed to its conversation's sequencer. */
-static void req_send(struct sb_conn *c, struct chat_device *d, struct chat_req *q, const char *id)
+/* A request of `in`, mailed to its conversation's sequencer (q NULL: out of memory). */
+static void req_send(const struct chat_in *in, struct chat_req *q)
 {
     if (!q) {
-        send_error(c, id, "unavailable", "out of memory; retry");
+        in_error(in, SB_OP_ERR_UNAVAILABLE, "out of memory; retry");
         return;
     }
-    struct sb_worker *w = sb_conn_worker(c);
+    struct sb_worker *w = sb_conn_worker(in->c);
     q->from_worker = sb_worker_id(w);
-    q->conn_id = d->conn_id;
-    q->http = d->http;
+    q->conn_id = in->d->conn_id;
+    q->http = in->d->http;
+    q->enc = in->enc;
+    q->request_id = in->rid.request_id;
     unsigned home = sb_home_worker(q->conv, q->conv_len, cfg.workers);
     if (sb_worker_post(w, home, sequence, q) < 0) {
         free(q);
-        send_error(c, id, "unavailable", "out of memory; retry");
+        in_error(in, SB_OP_ERR_UNAVAILABLE, "out of memory; retry");
     }
 }
 
-/* Reads "conv" (a conversation id) or "to" (a user: the direct conversation with them). */
-static ssize_t get_conv(struct sb_conn *c, struct chat_device *d, const char *json,
-                        const struct sb_json_tok *t, const char *id, char conv[SB_CONV_ID_MAX + 1])
+static struct chat_req *req_of(const struct chat_in *in, enum chat_req_kind kind,
+                               const char *client_id, const char *conv, size_t conv_len,
+                               const char *text, size_t text_len, const char *users,
+                               size_t users_len, uint32_t nusers)
 {
-    char to[SB_USER_ID_MAX + 1];
-    if (d->path_conv) {
-        size_t n = strlen(d->path_conv);
-        memcpy(conv, d->path_conv, n + 1);
+    const struct chat_device *d = in->d;
+    return req_new(kind, d->user->id, d->user->id_len, d->id, client_id, conv, conv_len, text,
+                   text_len, users, users_len, nusers);
+}
+
+/* The conversation a request names: the route's, "conv", or "to" (a user: the direct
+ * conversation with them). Returns its length, or -1 when answered with an error. */
+static ssize_t get_conv(const struct chat_in *in, struct sb_slice conv, struct sb_slice to,
+                        char out[SB_CONV_ID_MAX + 1])
+{
+    if (in->d->path_conv) {
+        size_t n = strlen(in->d->path_conv);
+        memcpy(out, in->d->path_conv, n + 1);
         return (ssize_t)n;
     }
-    if (get_str(json, t, 0, "to", to, sizeof(to))) {
-        if (!sb_user_id_valid(to, strlen(to))) {
-            send_error(c, id, "bad_request", "\"to\" is not a valid user id");
+    if (to.len) {
+        if (!sb_user_id_valid(to.base, to.len)) {
+            in_error(in, SB_OP_ERR_BAD_REQUEST, "\"to\" is not a valid user id");
             return -1;
         }
-        ssize_t n = sb_dm_conv_id(d->user->id, d->user->id_len, to, strlen(to), conv);
+        const struct chat_user *u = in->d->user;
+        ssize_t n = sb_dm_conv_id(u->id, u->id_len, to.base, to.len, out);
         if (n < 0)
-            send_error(c, id, "bad_request", "cannot send a direct message to yourself");
+            in_error(in, SB_OP_ERR_BAD_REQUEST, "cannot send a direct message to yourself");
         return n;
     }
-    if (get_str(json, t, 0, "conv", conv, SB_CONV_ID_MAX + 1))
-        return (ssize_t)strlen(conv);
-    send_error(c, id, "bad_request", "needs \"conv\" (or \"to\" for a direct conversation)");
+    if (conv.len && conv.len <= SB_CONV_ID_MAX) {
+        memcpy(out, conv.base, conv.len);
+        out[conv.len] = '\0';
+        return (ssize_t)conv.len;
+    }
+    in_error(in, SB_OP_ERR_BAD_REQUEST, "needs \"conv\" (or \"to\" for a direct conversation)");
     return -1;
 }
 
-static void op_send(struct sb_conn *c, struct chat_device *d, const char *json,
-                    const struct sb_json_tok *t, const char *id)
+static const uint8_t op_form_to_store[] = {
+    [SB_OP_BODY_BYTES] = SB_STORE_BODY_BYTES,
+    [SB_OP_BODY_JSON] = SB_STORE_BODY_JSON,
+    [SB_OP_BODY_BASE64] = SB_STORE_BODY_BASE64,
+};
+
+static void op_send(const struct chat_in *in, const struct sb_op_send *op)
 {
-    char conv[SB_CONV_ID_MAX + 1];
-    ssize_t conv_len = get_conv(c, d, json, t, id, conv);
+    char conv[SB_CONV_ID_MAX + 1], client_id[SB_CLIENT_ID_MAX + 1];
+    ssize_t conv_len = get_conv(in, op->conv, op->to, conv);
     if (conv_len < 0)
         return;
-    int b = sb_json_get(json, t, 0, "body");
-    if (b < 0 || t[b].type != SB_JSON_STRING) {
-        send_error(c, id, "bad_request", "send needs a string \"body\"");
-        return;
-    }
-    if (t[b].len > cfg.max_body) {
+    if (sb_ops_body_len(&op->body) > cfg.max_body) {
         char msg[96];
         snprintf(msg, sizeof(msg), "body larger than %u bytes", cfg.max_body);
-        send_error(c, id, "too_large", msg);
+        in_error(in, SB_OP_ERR_TOO_LARGE, msg);
         return;
     }
-    /* The body travels as its JSON text, quotes included: never unescaped, never re-escaped. */
-    req_send(c, d,
-             req_new(REQ_SEND, d->user->id, d->user->id_len, d->id, id, conv, (size_t)conv_len,
-                     json + t[b].start - 1, t[b].len + 2, NULL, 0, 0),
-             id);
+    /* The body is kept in the form it came in, converted only for a reader of the other
+     * encoding. */
+    memcpy(client_id, op->client_id.base, op->client_id.len);
+    client_id[op->client_id.len] = '\0';
+    struct chat_req *q = req_of(in, REQ_SEND, client_id, conv, (size_t)conv_len, op->body.data.base,
+                                op->body.data.len, NULL, 0, 0);
+    if (q)
+        q->body_form = op_form_to_store[op->body.form];
+    req_send(in, q);
 }
 
-/* Reads a conversation's name: absent = empty; false (answered) when invalid. */
-static bool get_name(struct sb_conn *c, const char *json, const struct sb_json_tok *t,
-                     const char *id, char name[SB_GROUP_NAME_MAX + 1], size_t *len)
+/* A conversation's name: valid UTF-8 (binary clients send bytes). */
+static bool name_ok(const struct chat_in *in, struct sb_slice name)
 {
-    int i = sb_json_get(json, t, 0, "name");
-    *len = 0;
-    if (i < 0)
+    if (sb_utf8_validate((const uint8_t *)name.base, name.len) == 0)
         return true;
-    ssize_t n =
-        t[i].type == SB_JSON_STRING ? sb_json_string(json, &t[i], name, SB_GROUP_NAME_MAX + 1) : -1;
-    if (n < 0) {
-        send_error(c, id, "bad_request", "\"name\" must be a string of at most 128 bytes");
-        return false;
-    }
-    *len = (size_t)n;
-    return true;
+    in_error(in, SB_OP_ERR_BAD_REQUEST, "\"name\" must be UTF-8 of at most 128 bytes");
+    return false;
 }
 
 /*
- * Reads "users" (or "members"): a non-empty array of at most USERS_MAX valid user ids, packed
- * into a new buffer (*out, free it). Returns the count, or -1 when answered with an error.
+ * Reads a list of user ids (members of a new group may be none), packed into a new buffer
+ * (*out, free it). Returns the count, or -1 when answered with an error.
  */
-static ssize_t get_users(struct sb_conn *c, const char *json, const struct sb_json_tok *t,
-                         const char *id, const char *key, bool may_be_empty, char **out,
-                         size_t *len)
+static ssize_t get_users(const struct chat_in *in, const struct sb_ops_list *list, const char *key,
+                         bool may_be_empty, char **out, size_t *len)
 {
-    int a = sb_json_get(json, t, 0, key);
     char msg[128];
-    if (a < 0 && may_be_empty) {
-        *out = NULL;
-        *len = 0;
-        return 0;
-    }
-    if (a < 0 || t[a].type != SB_JSON_ARRAY || (t[a].size == 0 && !may_be_empty) ||
-        t[a].size > USERS_MAX) {
+    *out = NULL;
+    *len = 0;
+    if ((list->count == 0 && !may_be_empty) || list->count > USERS_MAX) {
         snprintf(msg, sizeof(msg), "\"%s\" must be an array of 1-%d user ids", key, USERS_MAX);
-        send_error(c, id, "bad_request", msg);
+        in_error(in, SB_OP_ERR_BAD_REQUEST, msg);
         return -1;
     }
-    char *buf = malloc((size_t)t[a].size * PACKED_USER + 1);
+    char *buf = malloc((size_t)list->count * PACKED_USER + 1);
     if (!buf) {
-        send_error(c, id, "unavailable", "out of memory; retry");
+        in_error(in, SB_OP_ERR_UNAVAILABLE, "out of memory; retry");
         return -1;
     }
+    struct sb_ops_list_iter it;
+    struct sb_slice user;
     size_t n = 0;
-    for (int k = a + 1, i = 0; i < (int)t[a].size; i++, k = (int)t[k].next) {
-        char user[SB_USER_ID_MAX + 1];
-        ssize_t ul =
-            t[k].type == SB_JSON_STRING ? sb_json_string(json, &t[k], user, sizeof(user)) : -1;
-        if (ul <= 0 || !sb_user_id_valid(user, (size_t)ul)) {
-            snprintf(msg, sizeof(msg), "\"%s\" holds an invalid user id", key);
-            send_error(c, id, "bad_request", msg);
-            free(buf);
-            return -1;
-        }
-        n += pack_user(buf + n, user, (size_t)ul);
+    uint32_t count = 0;
+    int rc;
+    sb_ops_list_begin(&it, list);
+    while ((rc = sb_ops_list_next(&it, &user)) > 0 && count < list->count) {
+        if (!sb_user_id_valid(user.base, user.len))
+            break;
+        n += pack_user(buf + n, user.base, user.len);
+        count++;
+    }
+    if (rc != 0 || count != list->count) {
+        snprintf(msg, sizeof(msg), "\"%s\" holds an invalid user id", key);
+        in_error(in, SB_OP_ERR_BAD_REQUEST, msg);
+        free(buf);
+        return -1;
     }
     *out = buf;
     *len = n;
-    return t[a].size;
+    return count;
 }
 
-static void op_conv_create(struct sb_conn *c, struct chat_device *d, const char *json,
-                           const struct sb_json_tok *t, const char *id)
+static void op_conv_create(const struct chat_in *in, const struct sb_op_conv_create *op)
 {
-    char name[SB_GROUP_NAME_MAX + 1], *users;
-    size_t name_len, users_len;
-    if (!get_name(c, json, t, id, name, &name_len))
+    char *users;
+    size_t users_len;
+    if (!name_ok(in, op->name))
         return;
-    ssize_t n = get_users(c, json, t, id, "members", true, &users, &users_len);
+    ssize_t n = get_users(in, &op->members, "members", true, &users, &users_len);
     if (n < 0)
         return;
     if ((size_t)n + 1 > cfg.max_group_members) {
         free(users);
-        send_error(c, id, "conflict", "more members than a group may have");
+        in_error(in, SB_OP_ERR_CONFLICT, "more members than a group may have");
         return;
     }
-    if (d->user->ngroups >= cfg.max_groups_per_user) {
+    if (in->d->user->ngroups >= cfg.max_groups_per_user) {
         free(users);
         char msg[96];
         snprintf(msg, sizeof(msg), "you are in %u groups already (the limit)",
                  cfg.max_groups_per_user);
-        send_error(c, id, "conflict", msg);
+        in_error(in, SB_OP_ERR_CONFLICT, msg);
         return;
     }
     /* A fresh message id names the group: unique across workers, no coordination. */
     char conv[24];
     snprintf(conv, sizeof(conv), "g:%016llx",
-             (unsigned long long)sb_msgid_next(&my_shard(sb_conn_worker(c))->ids, wall_ms()));
-    req_send(c, d,
-             req_new(REQ_CREATE, d->user->id, d->user->id_len, d->id, id, conv, strlen(conv), name,
-                     name_len, users, users_len, (uint32_t)n),
-             id);
+             (unsigned long long)sb_msgid_next(&my_shard(sb_conn_worker(in->c))->ids, wall_ms()));
+    req_send(in, req_of(in, REQ_CREATE, in->id, conv, strlen(conv), op->name.base, op->name.len,
+                        users, users_len, (uint32_t)n));
     free(users);
 }
 
-static void op_conv(struct sb_conn *c, struct chat_device *d, const char *json,
-                    const struct sb_json_tok *t, const char *id, enum chat_req_kind kind)
+/* conv_add/remove/promote/demote (users), conv_leave, conv_get, conv_rename (name). */
+static void op_conv(const struct chat_in *in, enum chat_req_kind kind, struct sb_slice conv_id,
+                    struct sb_slice name, const struct sb_ops_list *users_list)
 {
-    char conv[SB_CONV_ID_MAX + 1], name[SB_GROUP_NAME_MAX + 1], *users = NULL;
-    size_t name_len = 0, users_len = 0;
+    char conv[SB_CONV_ID_MAX + 1], *users = NULL;
+    size_t users_len = 0;
     ssize_t n = 0;
-    if (d->path_conv) {
-        snprintf(conv, sizeof(conv), "%s", d->path_conv);
-    } else if (!get_str(json, t, 0, "conv", conv, sizeof(conv))) {
-        send_error(c, id, "bad_request", "needs \"conv\"");
+    ssize_t conv_len = get_conv(in, conv_id, (struct sb_slice){0}, conv);
+    if (conv_len < 0)
         return;
-    }
-    if (kind == REQ_RENAME && !get_name(c, json, t, id, name, &name_len))
+    if (kind == REQ_RENAME && !name_ok(in, name))
         return;
-    if (kind == REQ_ADD || kind == REQ_REMOVE || kind == REQ_PROMOTE || kind == REQ_DEMOTE) {
-        n = get_users(c, json, t, id, "users", false, &users, &users_len);
-        if (n < 0)
-            return;
-    }
-    req_send(c, d,
-             req_new(kind, d->user->id, d->user->id_len, d->id, id, conv, strlen(conv), name,
-                     name_len, users, users_len, (uint32_t)n),
-             id);
+    if (users_list && (n = get_users(in, users_list, "users", false, &users, &users_len)) < 0)
+        return;
+    req_send(in, req_of(in, kind, in->id, conv, (size_t)conv_len, name.base, name.len, users,
+                        users_len, (uint32_t)n));
     free(users);
 }
 
 /* receipt {conv, seq, kind} and typing {conv}: no answer unless refused. */
-static void op_signal(struct sb_conn *c, struct chat_device *d, const char *json,
-                      const struct sb_json_tok *t, const char *id, enum chat_req_kind kind)
+static void op_signal(const struct chat_in *in, const struct sb_op *op)
 {
     char conv[SB_CONV_ID_MAX + 1];
-    ssize_t conv_len = get_conv(c, d, json, t, id, conv);
+    bool receipt = op->type == SB_OP_RECEIPT;
+    ssize_t conv_len = receipt ? get_conv(in, op->u.receipt.conv, op->u.receipt.to, conv)
+                               : get_conv(in, op->u.typing.conv, op->u.typing.to, conv);
     if (conv_len < 0)
         return;
-    int64_t seq = 0;
-    uint8_t rk = 0;
-    if (kind == REQ_RECEIPT) {
-        int s = sb_json_get(json, t, 0, "seq");
-        if (s < 0 || t[s].type != SB_JSON_NUMBER || sb_json_int64(json, &t[s], &seq) < 0 ||
-            seq < 1) {
-            send_error(c, id, "bad_request", "receipt needs \"seq\" (an integer >= 1)");
-            return;
-        }
-        int k = sb_json_get(json, t, 0, "kind");
-        if ((k >= 0 && sb_json_eq(json, &t[k], "read")) || (k < 0 && d->http))
-            rk = SB_RECEIPT_READ;
-        else if (k >= 0 && sb_json_eq(json, &t[k], "delivered"))
-            rk = SB_RECEIPT_DELIVERED;
-        else {
-            send_error(c, id, "bad_request", "receipt needs \"kind\": \"delivered\" or \"read\"");
-            return;
-        }
+    if (receipt && op->u.receipt.seq < 1) {
+        in_error(in, SB_OP_ERR_BAD_REQUEST, "receipt needs \"seq\" (an integer >= 1)");
+        return;
     }
-    struct chat_req *q = req_new(kind, d->user->id, d->user->id_len, d->id, id ? id : "", conv,
-                                 (size_t)conv_len, NULL, 0, NULL, 0, 0);
-    if (q) {
-        q->seq = (uint64_t)seq;
-        q->receipt_kind = rk;
+    struct chat_req *q = req_of(in, receipt ? REQ_RECEIPT : REQ_TYPING, in->id, conv,
+                                (size_t)conv_len, NULL, 0, NULL, 0, 0);
+    if (q && receipt) {
+        q->seq = op->u.receipt.seq;
+        q->receipt_kind = op->u.receipt.kind;
     }
-    req_send(c, d, q, id);
+    req_send(in, q);
 }
 
-/* Reads "limit": absent = the default; above the maximum = the maximum; false when invalid. */
-static bool sync_limit(const char *json, const struct sb_json_tok *t, uint32_t *out)
+static void op_home(const struct chat_in *in, enum chat_req_kind kind, uint64_t seq,
+                    uint32_t limit);
+
+/* Mails a sync of one conversation to its sequencer; false when answered with an error. */
+static bool sync_post(const struct chat_in *in, struct sb_slice conv, uint64_t last_seq,
+                      uint32_t limit)
 {
-    int i = sb_json_get(json, t, 0, "limit");
-    int64_t v = SYNC_LIMIT_DEFAULT;
-    if (i >= 0 && (t[i].type != SB_JSON_NUMBER || sb_json_int64(json, &t[i], &v) < 0 || v < 1))
+    struct sb_worker *w = sb_conn_worker(in->c);
+    struct chat_sync *q = malloc(sizeof(*q));
+    if (!q) {
+        in_error(in, SB_OP_ERR_UNAVAILABLE, "out of memory; retry");
         return false;
-    *out = v > SYNC_LIMIT_MAX ? SYNC_LIMIT_MAX : (uint32_t)v;
+    }
+    struct chat_device *d = in->d;
+    /* The device asks for what it missed: live deliveries of this conversation resume. */
+    behind_in(d, conv.base, conv.len, true);
+    *q = (struct chat_sync){.from_worker = sb_worker_id(w),
+                            .conn_id = d->conn_id,
+                            .http = d->http,
+                            .enc = in->enc,
+                            .request_id = in->rid.request_id,
+                            .last_seq = last_seq,
+                            .limit = limit,
+                            .user_len = d->user->id_len,
+                            .id_len = strlen(in->id),
+                            .conv_len = conv.len};
+    memcpy(q->user, d->user->id, q->user_len + 1);
+    memcpy(q->id, in->id, q->id_len + 1);
+    memcpy(q->conv, conv.base, conv.len);
+    q->conv[conv.len] = '\0';
+    if (sb_worker_post(w, sb_home_worker(conv.base, conv.len, cfg.workers), sync_serve, q) < 0) {
+        free(q);
+        in_error(in, SB_OP_ERR_UNAVAILABLE, "out of memory; retry");
+        return false;
+    }
     return true;
 }
 
-static void op_home(struct sb_conn *c, struct chat_device *d, const char *id,
-                    enum chat_req_kind kind, uint64_t seq, uint32_t limit);
-
-/* sync {"since": cursor}: everything since a cursor of an earlier sync_done ("0": all). */
-static void op_sync_since(struct sb_conn *c, struct chat_device *d, const char *json,
-                          const struct sb_json_tok *t, const char *id, int since)
+/* sync: by conversation {conv: last_seq}, or everything since a cursor of an earlier
+ * sync_done ("0": all). */
+static void op_sync(const struct chat_in *in, const struct sb_op_sync *op)
 {
-    char cursor[24], *end;
-    uint32_t limit;
-    if (sb_json_get(json, t, 0, "convs") >= 0) {
-        send_error(c, id, "bad_request", "sync takes \"convs\" or \"since\", not both");
+    uint32_t limit = op->limit == 0               ? SYNC_LIMIT_DEFAULT
+                     : op->limit > SYNC_LIMIT_MAX ? SYNC_LIMIT_MAX
+                                                  : op->limit;
+    if (op->cursor.len) {
+        char cursor[SB_OPS_CURSOR_MAX + 1], *end;
+        memcpy(cursor, op->cursor.base, op->cursor.len);
+        cursor[op->cursor.len] = '\0';
+        errno = 0;
+        unsigned long long ms = strtoull(cursor, &end, 10);
+        if (op->convs.count || cursor[0] < '0' || cursor[0] > '9' || *end || errno) {
+            in_error(in, SB_OP_ERR_BAD_REQUEST,
+                     op->convs.count ? "sync takes \"convs\" or \"since\", not both"
+                                     : "\"since\" must be a cursor from sync_done (or \"0\")");
+            return;
+        }
+        /* Every conversation's pages resume live pushes, as a sync by conversation does. */
+        free(in->d->behind);
+        in->d->behind = NULL;
+        op_home(in, REQ_SYNC_SINCE, ms, limit);
         return;
     }
-    if (t[since].type != SB_JSON_STRING ||
-        sb_json_string(json, &t[since], cursor, sizeof(cursor)) <= 0 || cursor[0] < '0' ||
-        cursor[0] > '9') {
-        send_error(c, id, "bad_request", "\"since\" must be a cursor from sync_done (or \"0\")");
+    if (op->convs.count == 0) {
+        in_error(in, SB_OP_ERR_BAD_REQUEST,
+                 "sync needs \"convs\": {conversation: last_seq, ...} or \"since\": cursor");
         return;
     }
-    errno = 0;
-    unsigned long long ms = strtoull(cursor, &end, 10);
-    if (*end || errno) {
-        send_error(c, id, "bad_request", "\"since\" must be a cursor from sync_done (or \"0\")");
-        return;
-    }
-    if (!sync_limit(json, t, &limit)) {
-        send_error(c, id, "bad_request", "\"limit\" must be a positive integer");
-        return;
-    }
-    /* Every conversation's pages resume live pushes, as a sync by conversation does. */
-    free(d->behind);
-    d->behind = NULL;
-    op_home(c, d, id, REQ_SYNC_SINCE, ms, limit);
-}
-
-static void op_sync(struct sb_conn *c, struct chat_device *d, const char *json,
-                    const struct sb_json_tok *t, const char *id)
-{
-    int since = sb_json_get(json, t, 0, "since");
-    if (since >= 0) {
-        op_sync_since(c, d, json, t, id, since);
-        return;
-    }
-    int convs = sb_json_get(json, t, 0, "convs");
-    if (convs < 0 || t[convs].type != SB_JSON_OBJECT || t[convs].size == 0) {
-        send_error(c, id, "bad_request",
-                   "sync needs \"convs\": {conversation: last_seq, ...} or \"since\": cursor");
-        return;
-    }
-    if (t[convs].size > SYNC_MAX_CONVS) {
-        send_error(c, id, "bad_request", "a sync names at most 100 conversations");
-        return;
-    }
-    uint32_t limit;
-    if (!sync_limit(json, t, &limit)) {
-        send_error(c, id, "bad_request", "\"limit\" must be a positive integer");
+    if (op->convs.count > SYNC_MAX_CONVS) {
+        in_error(in, SB_OP_ERR_BAD_REQUEST, "a sync names at most 100 conversations");
         return;
     }
     /* Everything is checked before anything is asked: a bad request gets one error only. */
-    char conv[SB_CONV_ID_MAX + 1];
-    for (int k = convs + 1, i = 0; i < (int)t[convs].size; i++, k = (int)t[k + 1].next) {
-        int64_t seq;
-        if (sb_json_string(json, &t[k], conv, sizeof(conv)) <= 0 ||
-            t[k + 1].type != SB_JSON_NUMBER || sb_json_int64(json, &t[k + 1], &seq) < 0 ||
-            seq < 0) {
-            send_error(c, id, "bad_request",
-                       "\"convs\" maps conversation ids to last_seq (an integer >= 0)");
-            return;
-        }
+    struct sb_ops_list_iter it;
+    struct sb_op_resume r;
+    int rc;
+    sb_ops_list_begin(&it, &op->convs);
+    while ((rc = sb_ops_list_next(&it, &r)) > 0 && r.conv.len && r.conv.len <= SB_CONV_ID_MAX)
+        ;
+    if (rc != 0) {
+        in_error(in, SB_OP_ERR_BAD_REQUEST,
+                 "\"convs\" maps conversation ids to last_seq (an integer >= 0)");
+        return;
     }
-    struct sb_worker *w = sb_conn_worker(c);
-    for (int k = convs + 1, i = 0; i < (int)t[convs].size; i++, k = (int)t[k + 1].next) {
-        struct chat_sync *q = malloc(sizeof(*q));
-        int64_t seq = 0;
-        ssize_t n = sb_json_string(json, &t[k], conv, sizeof(conv));
-        sb_json_int64(json, &t[k + 1], &seq);
-        if (!q) {
-            send_error(c, id, "unavailable", "out of memory; retry");
-            return;
-        }
-        /* The device asks for what it missed: live deliveries of this conversation resume. */
-        behind_in(d, conv, (size_t)n, true);
-        q->from_worker = sb_worker_id(w);
-        q->conn_id = d->conn_id;
-        q->http = d->http;
-        q->last_seq = (uint64_t)seq;
-        q->limit = limit;
-        q->user_len = d->user->id_len;
-        memcpy(q->user, d->user->id, q->user_len + 1);
-        q->id_len = strlen(id);
-        memcpy(q->id, id, q->id_len + 1);
-        q->conv_len = (size_t)n;
-        memcpy(q->conv, conv, q->conv_len + 1);
-        if (sb_worker_post(w, sb_home_worker(conv, (size_t)n, cfg.workers), sync_serve, q) < 0) {
-            free(q);
-            send_error(c, id, "unavailable", "out of memory; retry");
-            return;
-        }
-    }
+    sb_ops_list_begin(&it, &op->convs);
+    while (sb_ops_list_next(&it, &r) > 0 && sync_post(in, r.conv, r.last_seq, limit))
+        ;
+}
+
+/* After WELCOME: the HELLO's resume list is synced as a SYNC by conversation would be. */
+static void resume(struct sb_conn *c, struct chat_device *d, const struct sb_chat_login *login)
+{
+    struct sb_binproto_header hdr;
+    struct sb_op op;
+    if (!login->hello ||
+        sb_binproto_decode_frame(login->hello, login->hello_len, 0, &hdr, &op) < 0 ||
+        op.type != SB_OP_HELLO)
+        return;
+    struct chat_in in = {
+        .c = c, .d = d, .enc = SB_ENC_BINARY, .rid = {.request_id = login->hello_id}};
+    struct sb_ops_list_iter it;
+    struct sb_op_resume r;
+    sb_ops_list_begin(&it, &op.u.hello.resume);
+    while (sb_ops_list_next(&it, &r) > 0 && r.conv.len <= SB_CONV_ID_MAX &&
+           sync_post(&in, r.conv, r.last_seq, SYNC_LIMIT_DEFAULT))
+        ;
 }
 
 /* conv_list on the user's home worker: gathered from the sequencers of its conversations. */
@@ -2682,9 +2706,9 @@ static void list_begin(struct sb_worker *w, const struct chat_req *r)
     struct chat_user *u = sb_table_get(&sh->users, r->user, r->user_len);
     struct chat_gather *g = calloc(1, sizeof(*g));
     struct chat_fan f;
-    if (!g || fan_init(&f, NULL, 0) < 0) {
+    if (!g || fan_init(&f, NULL) < 0) {
         free(g);
-        req_error(w, r, "unavailable", "out of memory; retry");
+        req_error(w, r, SB_OP_ERR_UNAVAILABLE, "out of memory; retry");
         return;
     }
     /* Conversation ids are packed like user ids, but may be longer: room for the longest. */
@@ -2711,6 +2735,8 @@ static void list_begin(struct sb_worker *w, const struct chat_req *r)
     g->conn_id = r->conn_id;
     g->from_worker = r->from_worker;
     g->http = r->http;
+    g->enc = r->enc;
+    g->request_id = r->request_id;
     g->sync = r->kind == REQ_SYNC_SINCE;
     g->start_ms = wall_ms();
     g->user_len = r->user_len;
@@ -2733,6 +2759,8 @@ static void list_begin(struct sb_worker *w, const struct chat_req *r)
             continue;
         }
         q->seq = g->id;
+        q->enc = r->enc;
+        q->request_id = r->request_id;
         q->from_worker = sb_worker_id(w);
         /* A cursor of 0 (everything) still marks a sync: since_ms is at least 1. */
         q->since_ms = g->sync ? (r->seq ? r->seq : 1) : 0;
@@ -2744,58 +2772,37 @@ static void list_begin(struct sb_worker *w, const struct chat_req *r)
             g->parts++;
         }
     }
-    for (unsigned k = 0; k < cfg.workers; k++)
-        free(f.to[k].users);
-    free(f.to);
+    fan_free(&f);
     if (--g->parts == 0)
         gather_finish(w, g);
 }
 
-/* The user's devices online: {"type":"devices","id":...,"devices":[{"device","session"}]}. */
+/* The user's devices online (`devices`). */
 static void devices_list(struct sb_worker *w, const struct chat_req *r)
 {
     struct chat_user *u = sb_table_get(&my_shard(w)->users, r->user, r->user_len);
-    size_t cap = 200 + 6 * SB_CLIENT_ID_MAX + (u ? u->ndevices : 0) * (6 * SB_DEVICE_ID_MAX + 96);
-    char *buf = malloc(cap);
-    if (!buf) {
-        req_error(w, r, "unavailable", "out of memory; retry");
+    uint32_t n = u ? u->ndevices : 0;
+    struct sb_op_device *items = calloc(n ? n : 1, sizeof(*items));
+    if (!items) {
+        req_error(w, r, SB_OP_ERR_UNAVAILABLE, "out of memory; retry");
         return;
     }
     uint64_t now = mono_ms();
-    struct sb_json_writer jw;
-    sb_json_writer_init(&jw, buf, cap);
-    sb_json_begin_object(&jw);
-    sb_json_key(&jw, "type");
-    sb_json_cstr(&jw, "devices");
-    sb_json_key(&jw, "id");
-    sb_json_str(&jw, r->client_id, r->client_id_len);
-    sb_json_key(&jw, "user");
-    sb_json_str(&jw, r->user, r->user_len);
-    sb_json_key(&jw, "devices");
-    sb_json_begin_array(&jw);
-    for (struct chat_device *d = u ? u->devices : NULL; d; d = d->next) {
-        char session[20];
-        snprintf(session, sizeof(session), "%016llx", (unsigned long long)d->conn_id);
-        sb_json_begin_object(&jw);
-        sb_json_key(&jw, "device");
-        sb_json_cstr(&jw, d->id);
-        sb_json_key(&jw, "session");
-        sb_json_cstr(&jw, session);
-        sb_json_key(&jw, "connected_s");
-        sb_json_uint(&jw, (now - d->since_ms) / 1000);
-        sb_json_key(&jw, "queued_bytes");
-        sb_json_uint(&jw, sb_conn_out_bytes(d->conn));
-        sb_json_key(&jw, "behind");
-        sb_json_uint(&jw, d->behind ? d->behind->n : 0);
-        sb_json_end_object(&jw);
+    uint32_t i = 0;
+    for (struct chat_device *d = u ? u->devices : NULL; d && i < n; d = d->next, i++) {
+        items[i] = (struct sb_op_device){.session = d->conn_id,
+                                         .connected_s = (now - d->since_ms) / 1000,
+                                         .queued_bytes = sb_conn_out_bytes(d->conn),
+                                         .behind = d->behind ? d->behind->n : 0,
+                                         .device = sb_slice_from(d->id, strlen(d->id))};
     }
-    sb_json_end_array(&jw);
-    sb_json_end_object(&jw);
-    ssize_t n = sb_json_finish(&jw);
-    if (n > 0)
-        post_text(w, r->from_worker, r->conn_id, r->http, r->user, r->user_len, buf, (size_t)n,
-                  false);
-    free(buf);
+    struct chat_array a = {items, sizeof(*items)};
+    struct sb_op op = {.type = SB_OP_DEVICE_LIST};
+    op.u.device_list.user = sb_slice_from(r->user, r->user_len);
+    op.u.device_list.devices = array_list(&a, i);
+    struct chat_to to = to_req(r);
+    answer(w, &to, &op, false);
+    free(items);
 }
 
 /* Requests served by the user's home worker (its index and devices live there). */
@@ -2809,31 +2816,33 @@ static void home_serve(struct sb_worker *w, void *arg)
     free(q);
 }
 
-static void op_home(struct sb_conn *c, struct chat_device *d, const char *id,
-                    enum chat_req_kind kind, uint64_t seq, uint32_t limit)
+static void op_home(const struct chat_in *in, enum chat_req_kind kind, uint64_t seq, uint32_t limit)
 {
-    struct chat_req *q =
-        req_new(kind, d->user->id, d->user->id_len, d->id, id, "", 0, NULL, 0, NULL, 0, 0);
+    struct chat_req *q = req_of(in, kind, in->id, "", 0, NULL, 0, NULL, 0, 0);
     if (!q) {
-        send_error(c, id, "unavailable", "out of memory; retry");
+        in_error(in, SB_OP_ERR_UNAVAILABLE, "out of memory; retry");
         return;
     }
+    const struct chat_device *d = in->d;
     q->seq = seq;
     q->limit = limit;
-    struct sb_worker *w = sb_conn_worker(c);
+    struct sb_worker *w = sb_conn_worker(in->c);
     q->from_worker = sb_worker_id(w);
     q->conn_id = d->conn_id;
     q->http = d->http;
+    q->enc = in->enc;
+    q->request_id = in->rid.request_id;
     if (sb_worker_post(w, sb_home_worker(d->user->id, d->user->id_len, cfg.workers), home_serve,
                        q) < 0) {
         free(q);
-        send_error(c, id, "unavailable", "out of memory; retry");
+        in_error(in, SB_OP_ERR_UNAVAILABLE, "out of memory; retry");
     }
 }
 
 /* Token buckets: false (answered with rate_limited and when to retry) when over the limits. */
-static bool rate_ok(struct sb_conn *c, struct chat_device *d, size_t bytes, const char *id)
+static bool rate_ok(const struct chat_in *in, size_t bytes)
 {
+    struct chat_device *d = in->d;
     uint64_t now = mono_ms();
     double dt = (double)(now - d->refill_ms) / 1000.0;
     d->refill_ms = now;
@@ -2855,94 +2864,132 @@ static bool rate_ok(struct sb_conn *c, struct chat_device *d, size_t bytes, cons
     double wait_b = d->byte_tokens >= (double)bytes
                         ? 0
                         : ((double)bytes - d->byte_tokens) / (double)cfg.rate_bytes;
-    uint64_t retry = (uint64_t)(1000.0 * (wait_m > wait_b ? wait_m : wait_b)) + 1;
-    char buf[512];
-    ssize_t n = encode_error(buf, sizeof(buf), id, id ? strlen(id) : 0, "rate_limited",
-                             "too many messages or bytes; retry later", NULL, 0, retry);
-    if (n > 0)
-        send_text(c, buf, (size_t)n);
-    sb_metric_add(sb_conn_worker(c), SB_M_RATE_LIMITED, 1);
+    static const char msg[] = "too many messages or bytes; retry later";
+    struct sb_op op = {.type = SB_OP_ERROR};
+    set_rid(&op, in->rid);
+    op.u.error.code = SB_OP_ERR_RATE_LIMITED;
+    op.u.error.retry_after_ms = (uint32_t)(1000.0 * (wait_m > wait_b ? wait_m : wait_b)) + 1;
+    op.u.error.message = sb_slice_from(msg, sizeof(msg) - 1);
+    sb__session_send_op(in->c, &op);
+    sb_metric_add(sb_conn_worker(in->c), SB_M_RATE_LIMITED, 1);
     return false;
 }
 
-/* Runs one operation of device d (type and id already read from the parsed object t). */
-static void dispatch(struct sb_conn *c, struct chat_device *d, const char *json,
-                     const struct sb_json_tok *t, const char *type, const char *id)
+/* Runs one operation of the device. */
+static void dispatch(const struct chat_in *in, const struct sb_op *op)
 {
-    if (strcmp(type, "send") == 0)
-        op_send(c, d, json, t, id);
-    else if (strcmp(type, "sync") == 0)
-        op_sync(c, d, json, t, id);
-    else if (strcmp(type, "receipt") == 0)
-        op_signal(c, d, json, t, id, REQ_RECEIPT);
-    else if (strcmp(type, "typing") == 0)
-        op_signal(c, d, json, t, id, REQ_TYPING);
-    else if (strcmp(type, "conv_create") == 0)
-        op_conv_create(c, d, json, t, id);
-    else if (strcmp(type, "conv_add") == 0)
-        op_conv(c, d, json, t, id, REQ_ADD);
-    else if (strcmp(type, "conv_remove") == 0)
-        op_conv(c, d, json, t, id, REQ_REMOVE);
-    else if (strcmp(type, "conv_leave") == 0)
-        op_conv(c, d, json, t, id, REQ_LEAVE);
-    else if (strcmp(type, "conv_rename") == 0)
-        op_conv(c, d, json, t, id, REQ_RENAME);
-    else if (strcmp(type, "conv_promote") == 0)
-        op_conv(c, d, json, t, id, REQ_PROMOTE);
-    else if (strcmp(type, "conv_demote") == 0)
-        op_conv(c, d, json, t, id, REQ_DEMOTE);
-    else if (strcmp(type, "conv_get") == 0)
-        op_conv(c, d, json, t, id, REQ_GET);
-    else if (strcmp(type, "conv_list") == 0)
-        op_home(c, d, id, REQ_LIST_BEGIN, 0, 0);
-    else if (strcmp(type, "devices") == 0)
-        op_home(c, d, id, REQ_DEVICES, 0, 0);
-    else
-        send_error(c, id, "bad_request", "unknown operation type");
+    const struct sb_op_conv_members *cm = &op->u.conv_members;
+    const struct sb_op_conv_ref *cr = &op->u.conv_ref;
+    struct sb_slice none = {0};
+    switch (op->type) {
+    case SB_OP_SEND:
+        op_send(in, &op->u.send);
+        break;
+    case SB_OP_SYNC:
+        op_sync(in, &op->u.sync);
+        break;
+    case SB_OP_RECEIPT:
+    case SB_OP_TYPING:
+        op_signal(in, op);
+        break;
+    case SB_OP_CONV_CREATE:
+        op_conv_create(in, &op->u.conv_create);
+        break;
+    case SB_OP_CONV_ADD:
+        op_conv(in, REQ_ADD, cm->conv, none, &cm->users);
+        break;
+    case SB_OP_CONV_REMOVE:
+        op_conv(in, REQ_REMOVE, cm->conv, none, &cm->users);
+        break;
+    case SB_OP_CONV_PROMOTE:
+        op_conv(in, REQ_PROMOTE, cm->conv, none, &cm->users);
+        break;
+    case SB_OP_CONV_DEMOTE:
+        op_conv(in, REQ_DEMOTE, cm->conv, none, &cm->users);
+        break;
+    case SB_OP_CONV_LEAVE:
+        op_conv(in, REQ_LEAVE, cr->conv, none, NULL);
+        break;
+    case SB_OP_CONV_GET:
+        op_conv(in, REQ_GET, cr->conv, none, NULL);
+        break;
+    case SB_OP_CONV_RENAME:
+        op_conv(in, REQ_RENAME, cr->conv, cr->name, NULL);
+        break;
+    case SB_OP_CONV_LIST:
+        op_home(in, REQ_LIST_BEGIN, 0, 0);
+        break;
+    case SB_OP_DEVICES:
+        op_home(in, REQ_DEVICES, 0, 0);
+        break;
+    case SB_OP_PRESENCE_SUB:
+    case SB_OP_PRESENCE_UNSUB:
+        sb_presence_on_op(in->c, op);
+        break;
+    case SB_OP_PING: {
+        struct sb_op pong = {.type = SB_OP_PONG, .request_id = op->request_id};
+        pong.u.ping = op->u.ping;
+        sb__session_send_op(in->c, &pong);
+        break;
+    }
+    case SB_OP_PONG:
+        break;
+    case SB_OP_HELLO:
+        in_error(in, SB_OP_ERR_BAD_REQUEST, "a second HELLO");
+        break;
+    default:
+        in_error(in, SB_OP_ERR_UNSUPPORTED, "not an operation a client sends");
+        break;
+    }
 }
 
-/* Parses a request object into t (MAX_TOKENS); false when answered with an error. */
-static bool parse(struct sb_conn *c, const char *json, size_t len, struct sb_json_tok *t)
+static void on_op(struct sb_conn *c, struct chat_device *d, const struct sb_op *op, size_t len)
 {
-    struct sb_json_limits lim = {.max_tokens = MAX_TOKENS, .max_depth = 8};
-    ssize_t n = sb_json_parse(json, len, &lim, t);
-    if (n == -E2BIG)
-        send_error(c, NULL, "bad_request", "too many fields (lists hold at most 1,000 items)");
-    else if (n < 0 || t[0].type != SB_JSON_OBJECT)
-        send_error(c, NULL, "bad_request", "expected a JSON object");
-    return n > 0 && t[0].type == SB_JSON_OBJECT;
+    struct chat_in in = {.c = c, .d = d, .enc = ((struct sb_session *)sb_conn_app(c))->enc};
+    in.rid.request_id = op->request_id;
+    if (op->json_id.len) {
+        memcpy(in.id, op->json_id.base, op->json_id.len);
+        in.id[op->json_id.len] = '\0';
+        in.rid.json_id = in.id;
+    }
+    if (op->type != SB_OP_PONG && !rate_ok(&in, len))
+        return;
+    dispatch(&in, op);
+}
+
+void sb_chat_on_op(struct sb_conn *c, const struct sb_op *op, size_t wire_len)
+{
+    struct sb_session *s = sb_conn_app(c);
+    if (s->chat_registered)
+        on_op(c, s->chat, op, wire_len);
+}
+
+/* Decodes a JSON request; false when answered with an error. */
+static bool decode(struct sb_conn *c, const char *json, size_t len, enum sb_op_type type,
+                   unsigned flags, struct sb_op *op)
+{
+    struct sb_jsonops_error err;
+    if (sb_jsonops_decode(json, len, type, flags, my_shard(sb_conn_worker(c))->toks, op, &err) == 0)
+        return true;
+    char id[SB_CLIENT_ID_MAX + 1];
+    struct chat_rid rid = {0};
+    if (op->json_id.len && op->json_id.len <= SB_CLIENT_ID_MAX) {
+        memcpy(id, op->json_id.base, op->json_id.len);
+        id[op->json_id.len] = '\0';
+        rid.json_id = id;
+    }
+    send_error(c, rid, err.code, err.message);
+    return false;
 }
 
 void sb_chat_on_message(struct sb_conn *c, const uint8_t *data, size_t len)
 {
     struct sb_session *s = sb_conn_app(c);
-    struct chat_device *d = s->chat;
+    struct sb_op op;
     if (!s->chat_registered)
         return; /* refused (too many devices): closing */
-    const char *json = (const char *)data;
-    struct sb_json_tok *t = my_shard(sb_conn_worker(c))->toks;
-    char type[24], idbuf[SB_CLIENT_ID_MAX + 1];
-    const char *id = NULL;
-    if (!parse(c, json, len, t))
-        return;
-    if (!get_str(json, t, 0, "type", type, sizeof(type))) {
-        send_error(c, NULL, "bad_request", "missing \"type\"");
-        return;
-    }
-    if (get_str(json, t, 0, "id", idbuf, sizeof(idbuf)))
-        id = idbuf;
-    /* Receipts and typing need no request id; everything else is answered by it. */
-    bool signal = strcmp(type, "receipt") == 0 || strcmp(type, "typing") == 0;
-    if (!id && !signal) {
-        send_error(c, NULL, "bad_request", "missing \"id\" (1-64 bytes)");
-        return;
-    }
-    if (!rate_ok(c, d, len, id))
-        return;
-    if (strncmp(type, "presence_", 9) == 0)
-        sb_presence_on_message(c, data, len); /* presence reads its own requests */
-    else
-        dispatch(c, d, json, t, type, id);
+    if (decode(c, (const char *)data, len, SB_OP_NONE, 0, &op))
+        on_op(c, s->chat, &op, len);
 }
 
 void sb_chat_rest(struct sb_conn *c, const char *user, const char *type, const char *conv,
@@ -2955,18 +3002,35 @@ void sb_chat_rest(struct sb_conn *c, const char *user, const char *type, const c
     struct chat_device d = {
         .user = &u, .conn = c, .conn_id = sb_conn_id(c), .http = true, .path_conv = conv};
     memcpy(d.id, "rest", 5);
-    struct sb_json_tok *t = my_shard(sb_conn_worker(c))->toks;
-    char idbuf[SB_CLIENT_ID_MAX + 1];
     if (!len) {
         json = "{}";
         len = 2;
     }
-    if (parse(c, json, len, t)) {
-        /* Without an id (for de-duplication) the request gets one of its own. */
-        static _Thread_local uint64_t rest_seq;
-        if (!get_str(json, t, 0, "id", idbuf, sizeof(idbuf)))
-            snprintf(idbuf, sizeof(idbuf), "rest-%016llx-%llu", (unsigned long long)sb_conn_id(c),
-                     (unsigned long long)++rest_seq);
-        dispatch(c, &d, json, t, type, idbuf);
+    enum sb_op_type t = SB_OP_NONE;
+    for (unsigned k = SB_OP_SEND; k < 0x80 && t == SB_OP_NONE; k++) {
+        const char *name = sb_ops_type_name(k);
+        if (name && strcmp(name, type) == 0)
+            t = (enum sb_op_type)k;
     }
+    struct sb_op op;
+    if (t == SB_OP_NONE || !decode(c, json, len, t, SB_JSONOPS_REST, &op)) {
+        if (t == SB_OP_NONE)
+            send_error(c, (struct chat_rid){0}, SB_OP_ERR_BAD_REQUEST, "unknown operation type");
+        return;
+    }
+    /* Without an id (for de-duplication) the request gets one of its own. */
+    char idbuf[SB_CLIENT_ID_MAX + 1];
+    static _Thread_local uint64_t rest_seq;
+    if (!op.json_id.len) {
+        snprintf(idbuf, sizeof(idbuf), "rest-%016llx-%llu", (unsigned long long)sb_conn_id(c),
+                 (unsigned long long)++rest_seq);
+        op.json_id = sb_slice_from(idbuf, strlen(idbuf));
+        if (op.type == SB_OP_SEND)
+            op.u.send.client_id = op.json_id;
+    }
+    struct chat_in in = {.c = c, .d = &d, .enc = SB_ENC_JSON};
+    memcpy(in.id, op.json_id.base, op.json_id.len);
+    in.id[op.json_id.len] = '\0';
+    in.rid.json_id = in.id;
+    dispatch(&in, &op);
 }

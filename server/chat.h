@@ -15,6 +15,7 @@
 
 #include "core/engine.h"
 #include "server/ids.h"
+#include "proto/ops.h"
 #include "server/store.h"
 
 #define SB_DEVICE_ID_MAX 32
@@ -72,14 +73,26 @@ struct sb_chat_login {
     char user[SB_USER_ID_MAX + 1];
     char device[SB_DEVICE_ID_MAX + 1];
     bool is_admin;
+    /* The binary encoding: the HELLO, whose request id WELCOME answers and whose resume list
+     * is synced after it (a copy of its frame; NULL for JSON). */
+    uint32_t hello_id;
+    uint8_t *hello;
+    size_t hello_len;
 };
 
-/* On the user's home worker: registers the connection as a device (takes ownership of login)
- * and sends `welcome`. Returns 0 or -ENOMEM (the caller closes the connection). */
+/* Frees a login (NULL is fine). */
+void sb_chat_login_free(struct sb_chat_login *login);
+
+/* On the user's home worker: registers the connection as a device (takes ownership of login),
+ * sends `welcome` and answers the HELLO's resume list. Returns 0 or -ENOMEM (the caller closes
+ * the connection). */
 int sb_chat_register(struct sb_conn *c, struct sb_chat_login *login);
 
-/* A text message from a registered device. */
+/* A text message (JSON) from a registered device. */
 void sb_chat_on_message(struct sb_conn *c, const uint8_t *data, size_t len);
+
+/* A decoded binary frame of wire_len bytes from a registered device (HELLO excepted). */
+void sb_chat_on_op(struct sb_conn *c, const struct sb_op *op, size_t wire_len);
 
 /* The device's connection is gone. */
 void sb_chat_unregister(struct sb_conn *c);

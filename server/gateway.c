@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "proto/binproto.h"
 #include "server/chat.h"
 #include "server/gateway.h"
 #include "server/ids.h"
@@ -177,10 +178,14 @@ static void route_chat(struct sb_conn *c, const struct sb_http_request *req)
     char accept[SB_WS_ACCEPT_LEN + 1];
     if (!upgrade_valid(c, req, accept))
         return;
-    /* A browser that offers subprotocols must get one back: the JSON protocol's name. */
+    /* A browser that offers subprotocols must get one back: switchboard.v1 (binary frames)
+     * or switchboard.json. */
     const struct sb_http_header *protos = sb_http_find_header(req, "Sec-WebSocket-Protocol");
-    if (protos && !sb_http_has_token(protos->value, "switchboard.json")) {
-        respond_error(c, 400, NULL, "subprotocols offered, but not switchboard.json");
+    bool binary = protos && sb_http_has_token(protos->value, SB_BINPROTO_SUBPROTOCOL);
+    if (protos && !binary && !sb_http_has_token(protos->value, "switchboard.json")) {
+        respond_error(c, 400, NULL,
+                      "subprotocols offered, but neither switchboard.json nor "
+                      "switchboard.v1");
         return;
     }
     struct sb_jwt_claims claims;
@@ -213,19 +218,23 @@ static void route_chat(struct sb_conn *c, const struct sb_http_request *req)
         respond_error(c, 400, NULL, "device must be 1-32 bytes of [A-Za-z0-9_.@-]");
         return;
     }
-    if (!upgrade(c, accept, protos ? "switchboard.json" : NULL, SB_ROUTE_CHAT)) {
+    const char *proto = !protos ? NULL : binary ? SB_BINPROTO_SUBPROTOCOL : "switchboard.json";
+    if (!upgrade(c, accept, proto, SB_ROUTE_CHAT)) {
         free(login);
         return;
     }
     struct sb_session *s = session(c);
     s->chat = login;
+    s->enc = binary ? SB_ENC_BINARY : SB_ENC_JSON;
     struct sb_worker *w = sb_conn_worker(c);
     unsigned home =
         sb_home_worker(login->user, strlen(login->user), sb_engine_workers(sb__gw.engine));
+    /* A binary session registers when its HELLO comes (on the home worker). */
     if (home != sb_worker_id(w)) {
+        s->moving = true;
         if (sb_conn_handoff(c, home) < 0)
             sb_conn_close(c, -EIO);
-    } else if (sb_chat_register(c, login) < 0) {
+    } else if (!binary && sb_chat_register(c, login) < 0) {
         s->chat = NULL;
         sb_conn_close(c, -ENOMEM);
     }
@@ -358,7 +367,7 @@ static ssize_t on_data(struct sb_conn *c, uint8_t *data, size_t len)
         off += n;
         /* Moving to the user's home worker: what follows is for that worker to read. A REST
          * request waits for its answer: what follows waits too (its input is held). */
-        if ((s->route == SB_ROUTE_CHAT && !s->chat_registered) || s->rest_held)
+        if (s->moving || s->rest_held)
             return (ssize_t)off;
         if (s->state == SB_SESS_HTTP && !sb_conn_is_closing(c))
             sb_conn_set_timer(c, sb__gw.handshake_timeout_ms);
@@ -402,7 +411,9 @@ static void on_handoff(struct sb_conn *c)
 {
     /* The session moved as it was; only its timer stayed behind on the old worker. */
     struct sb_session *s = session(c);
-    if (s->route == SB_ROUTE_CHAT && !s->chat_registered && sb_chat_register(c, s->chat) < 0) {
+    s->moving = false;
+    if (s->route == SB_ROUTE_CHAT && s->enc == SB_ENC_JSON && !s->chat_registered &&
+        sb_chat_register(c, s->chat) < 0) {
         s->chat = NULL;
         sb_conn_close(c, -ENOMEM);
         return;

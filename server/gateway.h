@@ -12,6 +12,7 @@
 #include "core/engine.h"
 #include "server/auth.h"
 #include "proto/http.h"
+#include "proto/ops.h"
 #include "proto/utf8.h"
 #include "proto/ws.h"
 
@@ -45,6 +46,13 @@ size_t sb_gateway_session_size(void);
 enum sb_session_state {
     SB_SESS_HTTP,
     SB_SESS_WS,
+    SB_SESS_RAW, /* the binary port: frames straight on the stream */
+};
+
+/* How operations are encoded on a messaging session (/ws, the binary port). */
+enum sb_session_enc {
+    SB_ENC_JSON,   /* text messages, proto/jsonops.h */
+    SB_ENC_BINARY, /* binary frames, proto/binproto.h (WebSocket binary messages, or raw) */
 };
 
 enum sb_metrics_access {
@@ -55,14 +63,14 @@ enum sb_metrics_access {
 
 enum sb_session_route {
     SB_ROUTE_ECHO, /* /echo: every message comes back */
-    SB_ROUTE_CHAT, /* /ws: the JSON messaging protocol */
+    SB_ROUTE_CHAT, /* /ws and the binary port: the messaging protocol */
 };
 
 enum sb_session_timer {
     SB_TIMER_NONE,
     SB_TIMER_HANDSHAKE, /* request not complete in time; also HTTP keep-alive idle */
     SB_TIMER_PING,      /* WebSocket liveness */
-    SB_TIMER_CLOSE,     /* our close frame was not answered in time */
+    SB_TIMER_CLOSE,     /* our close frame was not answered in time (raw: flush, then close) */
 };
 
 struct sb_session {
@@ -70,9 +78,11 @@ struct sb_session {
     uint8_t route;       /* enum sb_session_route */
     uint8_t timer;       /* enum sb_session_timer */
     uint8_t frag_opcode; /* opcode of the fragmented message being received, or 0 */
+    uint8_t enc;         /* enum sb_session_enc (SB_ROUTE_CHAT) */
     bool close_sent;
     bool ping_pending;    /* a ping went out and nothing arrived since */
     bool chat_registered; /* chat is the device record, not the pending login */
+    bool moving;          /* handed off to the user's home worker, not arrived yet */
     bool rest_waiting;    /* a REST request is being served: the next answer is its response */
     bool rest_held;       /* ... by another worker: registered in rest.c, input held */
     bool rest_keep_alive; /* ... and the connection stays open after it */
@@ -94,6 +104,48 @@ void sb__ws_close(struct sb_conn *c, uint16_t code, const char *reason);
 void sb__ws_timer(struct sb_conn *c);
 /* Frees the session's message buffer. */
 void sb__ws_release(struct sb_session *s);
+
+/*
+ * Sends one encoded operation on a messaging session, framed as the session needs: a
+ * WebSocket text (JSON) or binary message, the bare frame on the binary port, or a REST
+ * request's response. Closes the connection when out of memory.
+ */
+void sb__session_send(struct sb_conn *c, const void *data, size_t len);
+
+/* How a session's pushes are framed: a chunk is shared by the sessions of one framing. */
+enum sb_framing {
+    SB_FRAME_WS_TEXT,   /* JSON in a WebSocket text message */
+    SB_FRAME_WS_BINARY, /* a binary frame in a WebSocket binary message */
+    SB_FRAME_RAW,       /* a binary frame on the binary port */
+};
+#define SB_FRAMINGS 3
+
+enum sb_framing sb__session_framing(struct sb_conn *c);
+
+/* op encoded and framed as f, in a new chunk (NULL without memory or when op cannot be
+ * encoded). */
+struct sb_chunk *sb__session_chunk(struct sb_worker *w, const struct sb_op *op, enum sb_framing f);
+
+/* data (an encoded operation: JSON for SB_FRAME_WS_TEXT, else a binary frame) framed as f, in a
+ * new chunk. */
+struct sb_chunk *sb__session_chunk_of(struct sb_worker *w, const void *data, size_t len,
+                                      enum sb_framing f);
+
+/* Encodes op in the session's encoding (a REST request's: JSON) and sends it. */
+void sb__session_send_op(struct sb_conn *c, const struct sb_op *op);
+
+/* Ends a messaging session: a WebSocket close with code and reason, or (binary port) a close
+ * once what is queued has been sent. */
+void sb__session_close(struct sb_conn *c, uint16_t ws_code, const char *reason);
+
+/* ---- internal to server/: the binary port (binary.c) ---- */
+
+/* The callbacks to pass to sb_engine_listen for the binary port. */
+extern const struct sb_conn_ops sb__binary_ops;
+/* Consumes binary frames from data (a registered device, or its HELLO); returns bytes consumed. */
+size_t sb__binary_input(struct sb_conn *c, uint8_t *data, size_t len);
+/* A WebSocket binary message on a switchboard.v1 session: one frame (the first one HELLO). */
+void sb__binary_message(struct sb_conn *c, const uint8_t *data, size_t len);
 
 /* ---- internal to server/: the REST API (rest.c) ---- */
 

@@ -154,6 +154,33 @@ static int listen_tls(const struct sb_settings *st, struct sb_engine *e, struct 
 }
 
 /*
+ * Adds the binary port when binary_listen is set. Main thread, before the engine starts.
+ * Returns 0 or -errno (logged); addr gets ", binary on HOST:PORT" for the start-up line.
+ */
+static int listen_binary(const struct sb_settings *st, struct sb_engine *e, char *addr,
+                         size_t addrlen)
+{
+    char host[256];
+    unsigned port, bound;
+    if (!*st->binary_listen)
+        return 0;
+    if (split_hostport(st->binary_listen, host, sizeof(host), &port) < 0) {
+        sb_log(SB_LOG_ERROR, 0, "binary_listen: \"%s\" is not HOST:PORT", st->binary_listen);
+        return -EINVAL;
+    }
+    int r = sb_engine_listen(e, host, port, &sb__binary_ops, &bound);
+    if (r < 0) {
+        sb_log(SB_LOG_ERROR, r, "cannot listen on %s", st->binary_listen);
+        return r;
+    }
+    if (strchr(host, ':'))
+        snprintf(addr, addrlen, ", binary on [%s]:%u", host, bound);
+    else
+        snprintf(addr, addrlen, ", binary on %s:%u", *host ? host : "0.0.0.0", bound);
+    return 0;
+}
+
+/*
  * Opens the history store and rebuilds every conversation from it, then rewrites the logs for
  * today's worker count. Main thread, before the workers run. Returns 0 or -errno (logged).
  */
@@ -337,8 +364,9 @@ static int serve(const struct sb_settings *st)
         sb_log(SB_LOG_ERROR, r, "cannot listen on %s", st->listen);
         goto out;
     }
-    char tls_addr[300] = "";
-    if (listen_tls(st, e, &tls, tls_addr, sizeof(tls_addr)) < 0)
+    char tls_addr[300] = "", bin_addr[300] = "";
+    if (listen_tls(st, e, &tls, tls_addr, sizeof(tls_addr)) < 0 ||
+        listen_binary(st, e, bin_addr, sizeof(bin_addr)) < 0)
         goto out;
     /* After the listen: a server that cannot run leaves the data directory alone. */
     if (load_history(st, e, &store) < 0)
@@ -351,8 +379,8 @@ static int serve(const struct sb_settings *st)
         snprintf(addr, sizeof(addr), "[%s]:%u", host, bound);
     else
         snprintf(addr, sizeof(addr), "%s:%u", *host ? host : "0.0.0.0", bound);
-    sb_log(SB_LOG_INFO, 0, "listening on %s (workers=%u%s%s)", addr, sb_engine_workers(e),
-           st->echo ? ", echo at /echo" : "", tls_addr);
+    sb_log(SB_LOG_INFO, 0, "listening on %s (workers=%u%s%s%s)", addr, sb_engine_workers(e),
+           st->echo ? ", echo at /echo" : "", tls_addr, bin_addr);
     for (;;) {
         siginfo_t si;
         int sig = sigwaitinfo(&sigs, &si);

@@ -25,6 +25,7 @@
 #include "core/chunk.h"
 #include "core/log.h"
 #include "proto/json.h"
+#include "proto/jsonops.h"
 #include "proto/ws.h"
 #include "server/gateway.h"
 #include "server/ids.h"
@@ -35,10 +36,7 @@
  * value per user and gets them once the queue is below it again (checked every FLUSH_MS). */
 #define BACKLOG_BYTES (64u * 1024)
 #define FLUSH_MS 50
-/* Enough tokens to tell a presence request with too many users from one with many fields. */
-#define MAX_TOKENS (2 * SB_PRESENCE_USERS_PER_REQUEST + 16)
-#define REQUEST_ID_MAX 64 /* request ids, as chat.h SB_CLIENT_ID_MAX */
-#define EVENT_JSON_MAX (80 + 6 * SB_USER_ID_MAX)
+#define EVENT_JSON_MAX (80 + 6 * SB_USER_ID_MAX) /* a status item of a REST query */
 
 enum status {
     OFFLINE = 0,
@@ -474,53 +472,37 @@ static void watch_remove(struct pres_shard *sh, struct pres_dev *d, struct watch
 
 /* ---- output ---------------------------------------------------------------------------------- */
 
-static ssize_t encode_presence(char *buf, size_t cap, const char *user, size_t len, uint8_t status,
-                               uint64_t last_seen_ms)
+/* The `presence` operation of a user. */
+static struct sb_op presence_op(const char *user, size_t len, uint8_t status, uint64_t last_seen_ms)
 {
-    struct sb_json_writer jw;
-    sb_json_writer_init(&jw, buf, cap);
-    sb_json_begin_object(&jw);
-    sb_json_key(&jw, "type");
-    sb_json_cstr(&jw, "presence");
-    sb_json_key(&jw, "user");
-    sb_json_str(&jw, user, len);
-    sb_json_key(&jw, "status");
-    sb_json_cstr(&jw, status == ONLINE ? "online" : "offline");
-    sb_json_key(&jw, "last_seen");
-    sb_json_uint(&jw, last_seen_ms);
-    sb_json_end_object(&jw);
-    return sb_json_finish(&jw);
+    struct sb_op op = {.type = SB_OP_PRESENCE};
+    op.u.presence = (struct sb_op_presence){.last_seen_ms = last_seen_ms,
+                                            .status = status == ONLINE ? SB_OP_PRESENCE_ONLINE
+                                                                       : SB_OP_PRESENCE_OFFLINE,
+                                            .user = sb_slice_from(user, len)};
+    return op;
 }
 
-static void send_text(struct sb_conn *c, const char *json, size_t len)
+static void send_presence(struct sb_conn *c, const char *user, size_t len, uint8_t status,
+                          uint64_t last_seen_ms)
 {
-    struct sb_session *s = sb_conn_app(c);
-    if (s->state == SB_SESS_HTTP)
-        sb__rest_respond(c, json, len); /* a REST request (sb_presence_status) refused */
-    else if (sb__ws_send(c, SB_WS_TEXT, (const uint8_t *)json, len) < 0)
-        sb_conn_close(c, -ENOMEM);
+    struct sb_op op = presence_op(user, len, status, last_seen_ms);
+    sb__session_send_op(c, &op);
+    sb_metric_add(sb_conn_worker(c), SB_M_PRESENCE_SENT, 1);
 }
 
-static void send_error(struct sb_conn *c, const char *id, const char *code, const char *message)
+/* An error answering req (NULL: a REST request, answered without an id). */
+static void send_error(struct sb_conn *c, const struct sb_op *req, enum sb_op_err code,
+                       const char *message)
 {
-    char buf[512];
-    struct sb_json_writer jw;
-    sb_json_writer_init(&jw, buf, sizeof(buf));
-    sb_json_begin_object(&jw);
-    sb_json_key(&jw, "type");
-    sb_json_cstr(&jw, "error");
-    if (id) {
-        sb_json_key(&jw, "id");
-        sb_json_cstr(&jw, id);
+    struct sb_op op = {.type = SB_OP_ERROR};
+    if (req) {
+        op.request_id = req->request_id;
+        op.json_id = req->json_id;
     }
-    sb_json_key(&jw, "code");
-    sb_json_cstr(&jw, code);
-    sb_json_key(&jw, "message");
-    sb_json_cstr(&jw, message);
-    sb_json_end_object(&jw);
-    ssize_t n = sb_json_finish(&jw);
-    if (n > 0)
-        send_text(c, buf, (size_t)n);
+    op.u.error.code = (uint16_t)code;
+    op.u.error.message = sb_slice_from(message, strlen(message));
+    sb__session_send_op(c, &op);
 }
 
 static bool is_behind(const struct pres_dev *d)
@@ -539,12 +521,7 @@ static void flush_arm(struct pres_shard *sh)
 /* Sends wt's held value. */
 static void send_held(struct pres_dev *d, struct watch *wt)
 {
-    char buf[EVENT_JSON_MAX];
-    ssize_t n = encode_presence(buf, sizeof(buf), wt->id, wt->id_len, wt->status, wt->last_seen_ms);
-    if (n > 0) {
-        send_text(d->conn, buf, (size_t)n);
-        sb_metric_add(sb_conn_worker(d->conn), SB_M_PRESENCE_SENT, 1);
-    }
+    send_presence(d->conn, wt->id, wt->id_len, wt->status, wt->last_seen_ms);
 }
 
 /* The worker timer: every backed-up device whose queue has drained gets what it holds, in the
@@ -618,52 +595,44 @@ struct pres_state {
     } items[];
 };
 
-/* One change of one user, for the subscribers on one worker; the JSON follows conns[]. */
+/* One change of one user, for the subscribers on one worker. */
 struct pres_event {
     uint8_t status;
     uint64_t last_seen_ms;
-    size_t user_len, json_len;
+    size_t user_len;
     char user[SB_USER_ID_MAX + 1];
     unsigned nconns;
     uint64_t conns[];
 };
 
-static char *event_json(struct pres_event *ev)
-{
-    return (char *)(ev->conns + ev->nconns);
-}
-
 static void event_arrive(struct sb_worker *w, void *arg)
 {
     struct pres_event *ev = arg;
     struct pres_shard *sh = my_shard(w);
-    /* One frame for every device here that can take it: encoded once, queued by reference. */
-    uint8_t hdr[SB_WS_MAX_HEADER];
-    size_t hlen = sb_ws_encode_header(hdr, true, SB_WS_TEXT, ev->json_len, NULL);
-    struct sb_chunk *ch = NULL;
+    /* One frame for every device here that can take it: encoded once per framing, queued by
+     * reference. */
+    struct sb_op op = presence_op(ev->user, ev->user_len, ev->status, ev->last_seen_ms);
+    struct sb_chunk *chunks[SB_FRAMINGS] = {NULL};
     for (unsigned i = 0; i < ev->nconns; i++) {
         struct pres_dev *d = dev_get(sh, ev->conns[i]);
         /* Gone, or unsubscribed while the event was on its way. */
         struct watch *wt = d ? sb_table_get(&d->watches, ev->user, ev->user_len) : NULL;
         if (!wt || !deliver_or_hold(sh, d, wt, ev->status, ev->last_seen_ms))
             continue;
-        if (!ch) {
-            ch = sb_chunk_new(w, hlen + ev->json_len);
-            if (!ch) {
-                sb_log(SB_LOG_WARN, -ENOMEM, "presence of %s not delivered", ev->user);
-                break;
-            }
-            memcpy(ch->data, hdr, hlen);
-            memcpy(ch->data + hlen, event_json(ev), ev->json_len);
-            ch->len = (uint32_t)(hlen + ev->json_len);
+        enum sb_framing f = sb__session_framing(d->conn);
+        if (!chunks[f] && !(chunks[f] = sb__session_chunk(w, &op, f))) {
+            sb_log(SB_LOG_WARN, -ENOMEM, "presence of %s not delivered", ev->user);
+            continue;
         }
-        if (sb_conn_send_chunk(d->conn, ch) < 0)
+        if (sb_conn_send_chunk(d->conn, chunks[f]) < 0)
             sb_conn_close(d->conn, -ENOMEM);
         else
             sb_metric_add(w, SB_M_PRESENCE_SENT, 1);
     }
-    if (ch)
-        sb_chunk_unref(w, ch);
+    for (int f = 0; f < SB_FRAMINGS; f++) {
+        if (chunks[f])
+            sb_chunk_unref(w, chunks[f]);
+    }
     free(ev);
 }
 
@@ -672,19 +641,14 @@ static void emit(struct pres_shard *sh, struct pres_user *u)
 {
     if (!u->subs)
         return;
-    char json[EVENT_JSON_MAX];
     uint8_t status = u->online ? ONLINE : OFFLINE;
-    ssize_t jlen = encode_presence(json, sizeof(json), u->id, u->id_len, status, u->last_seen_ms);
-    if (jlen < 0)
-        return;
     memset(sh->count, 0, cfg.workers * sizeof(*sh->count));
     for (struct sub *s = u->subs; s; s = s->next)
         sh->count[s->worker]++;
     for (unsigned k = 0; k < cfg.workers; k++) {
         if (!sh->count[k])
             continue;
-        struct pres_event *ev =
-            malloc(sizeof(*ev) + sh->count[k] * sizeof(uint64_t) + (size_t)jlen);
+        struct pres_event *ev = malloc(sizeof(*ev) + sh->count[k] * sizeof(uint64_t));
         if (!ev) {
             sb_log(SB_LOG_WARN, -ENOMEM, "presence of %s not sent to worker %u", u->id, k);
             continue;
@@ -693,13 +657,11 @@ static void emit(struct pres_shard *sh, struct pres_user *u)
         ev->last_seen_ms = u->last_seen_ms;
         ev->user_len = u->id_len;
         memcpy(ev->user, u->id, u->id_len + 1);
-        ev->json_len = (size_t)jlen;
         ev->nconns = 0;
         for (struct sub *s = u->subs; s; s = s->next) {
             if (s->worker == k)
                 ev->conns[ev->nconns++] = s->conn_id;
         }
-        memcpy(event_json(ev), json, (size_t)jlen);
         int e = post(sh->w, k, event_arrive, ev);
         if (e < 0) {
             if (e != -ESHUTDOWN)
@@ -738,13 +700,7 @@ static void state_arrive(struct sb_worker *w, void *arg)
         struct watch *wt = sb_table_get(&d->watches, user, strlen(user));
         if (!wt || !deliver_or_hold(sh, d, wt, st->items[i].status, st->items[i].last_seen_ms))
             continue;
-        char buf[EVENT_JSON_MAX];
-        ssize_t n = encode_presence(buf, sizeof(buf), user, strlen(user), st->items[i].status,
-                                    st->items[i].last_seen_ms);
-        if (n > 0) {
-            send_text(d->conn, buf, (size_t)n);
-            sb_metric_add(w, SB_M_PRESENCE_SENT, 1);
-        }
+        send_presence(d->conn, user, strlen(user), st->items[i].status, st->items[i].last_seen_ms);
     }
     free(st);
 }
@@ -910,56 +866,62 @@ static const char *cstr_key(const void *obj, size_t *len)
 }
 
 /*
- * Reads "users": 1 to SB_PRESENCE_USERS_PER_REQUEST valid user ids, de-duplicated into out.
- * Returns how many, or sends the error and returns -1.
+ * Reads "users" of req: 1 to SB_PRESENCE_USERS_PER_REQUEST valid user ids, de-duplicated into
+ * out. Returns how many, or sends the error (answering reply_to) and returns -1.
  */
-static int read_users(struct sb_conn *c, const char *json, const struct sb_json_tok *t,
-                      const char *id, char (*out)[SB_USER_ID_MAX + 1])
+static int read_users(struct sb_conn *c, const struct sb_op *req, const struct sb_op *reply_to,
+                      char (*out)[SB_USER_ID_MAX + 1])
 {
-    int arr = sb_json_get(json, t, 0, "users");
-    if (arr < 0 || t[arr].type != SB_JSON_ARRAY || t[arr].size == 0) {
-        send_error(c, id, "bad_request", "\"users\" must be a non-empty array of user ids");
+    const struct sb_ops_list *list = &req->u.presence_sub.users;
+    if (list->count == 0) {
+        send_error(c, reply_to, SB_OP_ERR_BAD_REQUEST,
+                   "\"users\" must be a non-empty array of user ids");
         return -1;
     }
-    if (t[arr].size > SB_PRESENCE_USERS_PER_REQUEST) {
-        send_error(c, id, "bad_request", "at most 1000 users per request");
+    if (list->count > SB_PRESENCE_USERS_PER_REQUEST) {
+        send_error(c, reply_to, SB_OP_ERR_BAD_REQUEST, "at most 1000 users per request");
         return -1;
     }
     /* A user named twice in one request is answered once. */
     struct sb_table seen;
     sb_table_init(&seen, cstr_key);
-    int n = 0;
-    for (int k = arr + 1, i = 0; i < (int)t[arr].size; i++, k = (int)t[k].next) {
-        ssize_t len = t[k].type == SB_JSON_STRING
-                          ? sb_json_string(json, &t[k], out[n], sizeof(out[n]))
-                          : -EINVAL;
-        if (len <= 0 || !sb_user_id_valid(out[n], (size_t)len)) {
-            send_error(c, id, "bad_request", "\"users\" holds an invalid user id");
-            n = -1;
+    struct sb_ops_list_iter it;
+    struct sb_slice user;
+    int n = 0, rc;
+    sb_ops_list_begin(&it, list);
+    while ((rc = sb_ops_list_next(&it, &user)) > 0) {
+        if (!sb_user_id_valid(user.base, user.len) || n >= SB_PRESENCE_USERS_PER_REQUEST) {
+            rc = -EBADMSG;
             break;
         }
-        if (sb_table_get(&seen, out[n], (size_t)len))
+        memcpy(out[n], user.base, user.len);
+        out[n][user.len] = '\0';
+        if (sb_table_get(&seen, out[n], user.len))
             continue;
         if (sb_table_add(&seen, out[n]) < 0) {
-            send_error(c, id, "unavailable", "out of memory; retry");
+            send_error(c, reply_to, SB_OP_ERR_UNAVAILABLE, "out of memory; retry");
             n = -1;
             break;
         }
         n++;
     }
+    if (rc < 0 && n >= 0) {
+        send_error(c, reply_to, SB_OP_ERR_BAD_REQUEST, "\"users\" holds an invalid user id");
+        n = -1;
+    }
     sb_table_destroy(&seen);
     return n;
 }
 
-static void op_sub(struct pres_shard *sh, struct sb_conn *c, const char *json,
-                   const struct sb_json_tok *t, const char *id, char (*users)[SB_USER_ID_MAX + 1])
+static void op_sub(struct pres_shard *sh, struct sb_conn *c, const struct sb_op *req,
+                   char (*users)[SB_USER_ID_MAX + 1])
 {
-    int n = read_users(c, json, t, id, users);
+    int n = read_users(c, req, req, users);
     if (n < 0)
         return;
     struct pres_dev *d = dev_get(sh, sb_conn_id(c));
     if (!d && !(d = dev_new(sh, c))) {
-        send_error(c, id, "unavailable", "out of memory; retry");
+        send_error(c, req, SB_OP_ERR_UNAVAILABLE, "out of memory; retry");
         return;
     }
     /* All or nothing: the cap is checked against the users not watched yet. */
@@ -971,7 +933,7 @@ static void op_sub(struct pres_shard *sh, struct sb_conn *c, const char *json,
         snprintf(msg, sizeof(msg),
                  "a device may watch at most %u users (it watches %zu); unsubscribe first",
                  cfg.max_subscriptions, d->watches.count);
-        send_error(c, id, "too_large", msg);
+        send_error(c, req, SB_OP_ERR_TOO_LARGE, msg);
         return;
     }
     int done = 0;
@@ -991,13 +953,13 @@ static void op_sub(struct pres_shard *sh, struct sb_conn *c, const char *json,
     }
     /* Out of memory part way: the users watched so far are subscribed, the rest not. */
     if (post_by_home(sh, d->conn_id, users, (unsigned)done, sub_arrive) < 0 || done < n)
-        send_error(c, id, "unavailable", "out of memory; some users were not subscribed");
+        send_error(c, req, SB_OP_ERR_UNAVAILABLE, "out of memory; some users were not subscribed");
 }
 
-static void op_unsub(struct pres_shard *sh, struct sb_conn *c, const char *json,
-                     const struct sb_json_tok *t, const char *id, char (*users)[SB_USER_ID_MAX + 1])
+static void op_unsub(struct pres_shard *sh, struct sb_conn *c, const struct sb_op *req,
+                     char (*users)[SB_USER_ID_MAX + 1])
 {
-    int n = read_users(c, json, t, id, users);
+    int n = read_users(c, req, req, users);
     if (n < 0)
         return;
     struct pres_dev *d = dev_get(sh, sb_conn_id(c));
@@ -1017,40 +979,19 @@ static void op_unsub(struct pres_shard *sh, struct sb_conn *c, const char *json,
                (unsigned long long)d->conn_id);
 }
 
-int sb_presence_on_message(struct sb_conn *c, const uint8_t *data, size_t len)
+void sb_presence_on_op(struct sb_conn *c, const struct sb_op *req)
 {
-    const char *json = (const char *)data;
-    struct sb_json_tok *t = malloc(MAX_TOKENS * sizeof(*t));
-    if (!t)
-        return -ENOENT; /* the caller answers what it cannot parse either */
-    struct sb_json_limits lim = {.max_tokens = MAX_TOKENS, .max_depth = 4};
-    ssize_t ntok = sb_json_parse(json, len, &lim, t);
-    int type = ntok > 0 && t[0].type == SB_JSON_OBJECT ? sb_json_get(json, t, 0, "type") : -1;
-    bool sub =
-        type >= 0 && t[type].type == SB_JSON_STRING && sb_json_eq(json, &t[type], "presence_sub");
-    bool unsub =
-        type >= 0 && t[type].type == SB_JSON_STRING && sb_json_eq(json, &t[type], "presence_unsub");
-    if (!sub && !unsub) {
-        free(t);
-        return -ENOENT;
+    char(*users)[SB_USER_ID_MAX + 1] = malloc(SB_PRESENCE_USERS_PER_REQUEST * sizeof(*users));
+    if (!users) {
+        send_error(c, req, SB_OP_ERR_UNAVAILABLE, "out of memory; retry");
+        return;
     }
-    char id[REQUEST_ID_MAX + 1];
-    int i = sb_json_get(json, t, 0, "id");
-    char(*users)[SB_USER_ID_MAX + 1] = NULL;
-    if (i < 0 || t[i].type != SB_JSON_STRING || sb_json_string(json, &t[i], id, sizeof(id)) <= 0) {
-        send_error(c, NULL, "bad_request", "missing \"id\" (1-64 bytes)");
-    } else if (!(users = malloc(SB_PRESENCE_USERS_PER_REQUEST * sizeof(*users)))) {
-        send_error(c, id, "unavailable", "out of memory; retry");
-    } else {
-        struct pres_shard *sh = my_shard(sb_conn_worker(c));
-        if (sub)
-            op_sub(sh, c, json, t, id, users);
-        else
-            op_unsub(sh, c, json, t, id, users);
-    }
+    struct pres_shard *sh = my_shard(sb_conn_worker(c));
+    if (req->type == SB_OP_PRESENCE_SUB)
+        op_sub(sh, c, req, users);
+    else
+        op_unsub(sh, c, req, users);
     free(users);
-    free(t);
-    return 0;
 }
 
 /* ---- status queries (REST POST /api/user/status) ------------------------------------------- */
@@ -1156,26 +1097,28 @@ static void query_arrive(struct sb_worker *w, void *arg)
 
 void sb_presence_status(struct sb_conn *c, const char *json, size_t len)
 {
-    struct sb_json_tok *t = malloc(MAX_TOKENS * sizeof(*t));
+    struct sb_json_tok *t = malloc(SB_JSONOPS_MAX_TOKENS * sizeof(*t));
     char(*users)[SB_USER_ID_MAX + 1] = malloc(SB_PRESENCE_USERS_PER_REQUEST * sizeof(*users));
-    struct sb_json_limits lim = {.max_tokens = MAX_TOKENS, .max_depth = 4};
     struct sb_worker *w = sb_conn_worker(c);
     struct pres_shard *sh = shard_of(w);
     sh->w = w;
     struct pres_gather *g = NULL;
+    struct sb_op req;
+    struct sb_jsonops_error err;
     int n;
     if (!t || !users) {
-        send_error(c, NULL, "unavailable", "out of memory; retry");
+        send_error(c, NULL, SB_OP_ERR_UNAVAILABLE, "out of memory; retry");
         goto out;
     }
-    if (sb_json_parse(json, len, &lim, t) <= 0 || t[0].type != SB_JSON_OBJECT) {
-        send_error(c, NULL, "bad_request", "expected a JSON object with \"users\"");
+    /* The body reads like a presence_sub's: {"users": [...]}. */
+    if (sb_jsonops_decode(json, len, SB_OP_PRESENCE_SUB, SB_JSONOPS_REST, t, &req, &err) < 0) {
+        send_error(c, NULL, err.code, err.message);
         goto out;
     }
-    if ((n = read_users(c, json, t, NULL, users)) < 0)
+    if ((n = read_users(c, &req, NULL, users)) < 0)
         goto out;
     if (!(g = calloc(1, sizeof(*g)))) {
-        send_error(c, NULL, "unavailable", "out of memory; retry");
+        send_error(c, NULL, SB_OP_ERR_UNAVAILABLE, "out of memory; retry");
         goto out;
     }
     g->id = ++sh->next_gather;

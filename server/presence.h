@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "core/engine.h"
+#include "proto/ops.h"
 
 #define SB_PRESENCE_USERS_PER_REQUEST 1000
 
@@ -46,11 +47,8 @@ void sb_presence_device_up(struct sb_conn *c, const char *user, size_t len);
 /* That device is gone: counts it down and drops its subscriptions. */
 void sb_presence_device_down(struct sb_conn *c, const char *user, size_t len);
 
-/*
- * A text message from a registered device. Handles presence_sub and presence_unsub (answering
- * errors itself) and returns 0; returns -ENOENT for anything else, which is the caller's.
- */
-int sb_presence_on_message(struct sb_conn *c, const uint8_t *data, size_t len);
+/* presence_sub or presence_unsub of a registered device; answers errors itself. */
+void sb_presence_on_op(struct sb_conn *c, const struct sb_op *req);
 
 /*
  * REST POST /api/user/status: json holds "users" (1-1,000 ids). Answers the waiting request

@@ -15,6 +15,8 @@ static const char *const tls_versions[] = {"1.2", "1.3", NULL};
 const struct sb_setting sb_settings_table[] = {
     {"listen", SB_SET_STR, F(listen), "127.0.0.1:8080", 0, 0, NULL,
      "address and port for HTTP and WebSocket (port 0 picks a free one)"},
+    {"binary_listen", SB_SET_STR, F(binary_listen), "127.0.0.1:7000", 0, 0, NULL,
+     "address and port for the binary protocol over raw TCP; empty = off"},
     {"workers", SB_SET_INT, F(workers), "0", 0, 256, NULL,
      "worker threads; 0 = one per CPU the process may use"},
     {"io_mode", SB_SET_ENUM, F(io_mode), "auto", 0, 0, io_modes,

@@ -11,7 +11,8 @@
 #include "core/config.h"
 
 struct sb_settings {
-    char *listen; /* host:port for HTTP and WebSocket */
+    char *listen;        /* host:port for HTTP and WebSocket */
+    char *binary_listen; /* host:port for the binary protocol (raw TCP); empty = off */
     int64_t workers;
     int io_mode; /* enum sb_io_mode */
     bool pin_workers;

@@ -97,14 +97,17 @@ static bool rec_valid(const struct sb_store_rec *r)
 {
     if (r->conv_len < 1 || r->conv_len > SB_CONV_ID_MAX)
         return false;
-    if (r->type != SB_STORE_MESSAGE && r->system != 0)
+    if (r->type != SB_STORE_MESSAGE && (r->system != 0 || r->body_form != 0))
+        return false;
+    if (r->system != SB_STORE_SYS_NONE && r->body_form != 0)
         return false;
     bool user = r->user_len >= 1 && r->user_len <= SB_USER_ID_MAX;
     switch (r->type) {
     case SB_STORE_MESSAGE:
         return r->seq >= 1 && r->system <= SB_STORE_SYS_CREATED &&
-               r->device_len <= SB_STORE_DEVICE_MAX && user && r->client_id_len >= 1 &&
-               r->client_id_len <= SB_STORE_CLIENT_ID_MAX && r->body_len <= SB_STORE_BODY_MAX;
+               r->body_form <= SB_STORE_BODY_BASE64 && r->device_len <= SB_STORE_DEVICE_MAX &&
+               user && r->client_id_len >= 1 && r->client_id_len <= SB_STORE_CLIENT_ID_MAX &&
+               r->body_len <= SB_STORE_BODY_MAX;
     case SB_STORE_STATE:
         return r->device_len == 0 && r->user_len == 0 && r->client_id_len == 0 &&
                r->body_len == 0 && r->msg_id == 0 && r->ts_ms == 0;
@@ -143,7 +146,7 @@ ssize_t sb_store_encode(const struct sb_store_rec *r, uint8_t *buf, size_t cap)
     buf[8] = r->type;
     buf[9] = (uint8_t)r->conv_len;
     buf[10] = (uint8_t)r->device_len;
-    buf[11] = r->system;
+    buf[11] = (uint8_t)(r->system | r->body_form << 6);
     put_u32(buf + 12, (uint32_t)r->body_len);
     put_u64(buf + 16, r->seq);
     put_u64(buf + 24, r->msg_id);
@@ -186,7 +189,8 @@ static bool slice_fields(const uint8_t *rec, size_t len, struct sb_store_rec *ou
 static void read_header(const uint8_t *rec, struct sb_store_rec *out)
 {
     out->type = rec[8];
-    out->system = rec[11];
+    out->system = rec[11] & 0x3F;
+    out->body_form = rec[11] >> 6;
     out->conv_len = rec[9];
     out->device_len = rec[10];
     out->body_len = get_u32(rec + 12);

@@ -10,7 +10,8 @@
  *   8       1              type        1 = message, 2 = conversation state, 3 = group, 4 = cursor
  *   9       1              conv_len    1 .. SB_CONV_ID_MAX
  *   10      1              device_len  0 .. SB_STORE_DEVICE_MAX
- *   11      1              system      message: 0 = ordinary, else enum sb_store_system; others: 0
+ *   11      1              system      message: bits 0-5 enum sb_store_system (0 = ordinary),
+ *                                      bits 6-7 enum sb_store_body_form; others: 0
  *   12      4              body_len    0 .. SB_STORE_BODY_MAX
  *   16      8              seq         the message's sequence number; state: the last one used
  *   24      8              msg_id      state: 0
@@ -21,7 +22,8 @@
  *           user_len       user        (sender)
  *           1              client_len  1 .. SB_STORE_CLIENT_ID_MAX; state: 0
  *           client_len     client id   (the sender's request id, for de-duplication)
- *           body_len       body        the raw JSON text of the body, quotes included
+ *           body_len       body        the body in its form (JSON text, quotes included; bytes;
+ *                                      base64), as it arrived: converted only when sent
  *
  * len must equal the sum of the parts exactly, so a decoded record encodes back to the same
  * bytes. A state record (written by compaction after a conversation's messages) keeps last_seq
@@ -79,9 +81,18 @@ enum sb_store_system {
 };
 
 /* A record's fields. Decoded: slices into the bytes decoded (valid while they are). */
+/* The form an ordinary message's body is stored in (system messages: always 0). Records
+ * written before there were forms are all JSON, which is why it is 0. */
+enum sb_store_body_form {
+    SB_STORE_BODY_JSON = 0,   /* a JSON string literal, quotes included */
+    SB_STORE_BODY_BYTES = 1,  /* the bytes */
+    SB_STORE_BODY_BASE64 = 2, /* canonical padded base64 of the bytes */
+};
+
 struct sb_store_rec {
-    uint8_t type;   /* enum sb_store_type */
-    uint8_t system; /* enum sb_store_system (messages) */
+    uint8_t type;      /* enum sb_store_type */
+    uint8_t system;    /* enum sb_store_system (messages) */
+    uint8_t body_form; /* enum sb_store_body_form (messages) */
     uint64_t seq, msg_id, ts_ms;
     const char *conv, *device, *user, *client_id, *body;
     size_t conv_len, device_len, user_len, client_id_len, body_len;
@@ -121,6 +132,12 @@ static inline uint64_t sb_store_rec_u64(const uint8_t *rec, size_t off)
     for (int i = 7; i >= 0; i--)
         v = v << 8 | rec[off + (size_t)i];
     return v;
+}
+
+/* A record's size in bytes (its len field). */
+static inline size_t sb_store_rec_size_of(const uint8_t *rec)
+{
+    return (size_t)rec[0] | (size_t)rec[1] << 8 | (size_t)rec[2] << 16 | (size_t)rec[3] << 24;
 }
 
 static inline uint64_t sb_store_rec_seq(const uint8_t *rec)

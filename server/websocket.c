@@ -102,10 +102,15 @@ static void on_message(struct sb_conn *c, uint8_t opcode, const uint8_t *data, s
         return;
     sb_metric_add(sb_conn_worker(c), SB_M_WS_MESSAGES_IN, 1);
     if (session(c)->route == SB_ROUTE_CHAT) {
-        if (opcode == SB_WS_TEXT)
+        bool binary = session(c)->enc == SB_ENC_BINARY;
+        if (opcode == SB_WS_TEXT && !binary)
             sb_chat_on_message(c, data, len);
+        else if (opcode == SB_WS_BINARY && binary)
+            sb__binary_message(c, data, len);
         else
-            fail(c, SB_WS_CLOSE_UNSUPPORTED, "the JSON protocol takes text messages only");
+            fail(c, SB_WS_CLOSE_UNSUPPORTED,
+                 binary ? "switchboard.v1 takes binary messages only"
+                        : "the JSON protocol takes text messages only");
         return;
     }
     if (sb__ws_send(c, opcode, data, len) < 0)

@@ -44,6 +44,7 @@ LOG_FAILURE_PATTERNS = (
     re.compile(r"ERROR: \w+Sanitizer"),
 )
 LISTEN_RE = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
+BINARY_RE = re.compile(r"listening on .*binary on [^ ]+:(\d+)")
 
 STARTUP_TIMEOUT_S = 10.0
 START_ATTEMPTS = 5
@@ -98,7 +99,8 @@ class Server:
     """One switchboard process. Use start()/stop() or `with Server(...) as srv:`."""
 
     def __init__(self, workers=2, env=None, **settings):
-        self.settings = {"workers": workers}
+        # The binary port too listens on a free port of its own (its default, 7000, is shared).
+        self.settings = {"workers": workers, "binary_listen": f"{HOST}:0"}
         self.settings.update(settings)
         # Each server keeps its history in a temporary directory of its own (removed with its
         # log) unless the test names one: servers of parallel suites never share logs.
@@ -109,6 +111,7 @@ class Server:
         self.env = env
         self.proc = None
         self.port = None
+        self.bin_port = None  # the binary protocol's port (raw TCP), when it listens
         self.log_path = None
         self._log_checked = 0  # bytes of the log already checked by check_log()
         self.exit_code = None
@@ -145,6 +148,8 @@ class Server:
             m = LISTEN_RE.search(self.read_log())
             if m:
                 self.port = int(m.group(1))
+                b = BINARY_RE.search(self.read_log())
+                self.bin_port = int(b.group(1)) if b else None
                 return self
             if self.proc.poll() is not None:
                 break
