@@ -76,11 +76,12 @@ extern "C" {
 #define SB_CLIENT_ERR_UNSUPPORTED 10
 
 /* Connection states, as the state callback reports them. */
-#define SB_CLIENT_STATE_CONNECTING 1   /* opening a connection (or waiting to retry) */
-#define SB_CLIENT_STATE_CONNECTED 2    /* WELCOME received: the session is up */
-#define SB_CLIENT_STATE_DISCONNECTED 3 /* the connection dropped; a retry follows unless stopped   \
-                                        */
-#define SB_CLIENT_STATE_FAILED 4       /* reconnect_max_attempts ran out; nothing more happens */
+#define SB_CLIENT_STATE_CONNECTING 1 /* opening a connection (or waiting to retry) */
+#define SB_CLIENT_STATE_CONNECTED 2  /* WELCOME received: the session is up */
+#define SB_CLIENT_STATE_DISCONNECTED                                                               \
+    3                            /* the connection dropped; a retry follows unless stopped         \
+                                  */
+#define SB_CLIENT_STATE_FAILED 4 /* reconnect_max_attempts ran out; nothing more happens */
 
 #define SB_CLIENT_RECEIPT_DELIVERED 1
 #define SB_CLIENT_RECEIPT_READ 2
@@ -276,7 +277,9 @@ SB_CLIENT_API int sb_client_process(struct sb_client *c);
  * `to` (the direct conversation with them): exactly one of conv and to is non-NULL. client_id
  * (1-64 bytes) is the de-duplication key; NULL: the client makes a unique one. cb (may be NULL)
  * gets the ACK. Queued while disconnected and sent after the next WELCOME; sent again with the
- * same client id when the connection drops before the ACK.
+ * same client id when the connection drops before the ACK, and after retry_after_ms when the
+ * server refuses it as rate_limited (requests queued after it wait too), so cb sees rate_limited
+ * never.
  */
 SB_CLIENT_API int sb_client_send(struct sb_client *c, const char *conv, const char *to,
                                  const void *body, size_t body_len, const char *client_id,
@@ -326,7 +329,8 @@ SB_CLIENT_API int sb_client_conv_list(struct sb_client *c, sb_client_convs_cb cb
 
 /*
  * The resume table, for an application that keeps positions across runs. set: conv's position
- * becomes seq (before the first connection, or to skip ahead); get: 0 and *seq, or -ENOENT.
+ * becomes seq (before the first connection, or to skip ahead; when connected the client then
+ * catches up from there); get: 0 and *seq, or -ENOENT.
  * export: copies up to cap positions into out and returns how many there are in all.
  */
 SB_CLIENT_API int sb_client_position_set(struct sb_client *c, const char *conv, uint64_t seq);

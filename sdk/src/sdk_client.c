@@ -30,6 +30,12 @@
 #define DEFAULT_PING_MS 30000
 #define READ_CHUNK 65536
 #define READS_PER_PROCESS 16 /* then return, so a busy connection cannot starve the caller */
+/*
+ * How long a gap in a conversation may stay before it is SYNCed. A device does not receive its
+ * own messages, so a live stream has a gap at each of them until its ACK arrives (which may be
+ * after the next message of someone else): the grace saves a SYNC per such race.
+ */
+#define GAP_GRACE_MS 250
 
 enum conn_state {
     ST_WAIT,       /* no connection; the next attempt at retry_at_ms */
@@ -87,6 +93,7 @@ struct sb_client {
     bool has_welcomed; /* some connection reached WELCOME */
     bool is_returning; /* this session resumes a previous one: new conversations start at 0 */
     bool is_catching_up;
+    bool has_gaps; /* some conversation has gap_at_ms set */
     bool is_processing;
     int drop_err; /* set while dispatching: close the connection after the batch */
     bool has_goaway;
@@ -95,6 +102,7 @@ struct sb_client {
     char ws_key[SB__WS_KEY_LEN + 1];
     struct req *reqs, *reqs_tail;
     size_t unsent_bytes;
+    uint64_t hold_until_ms; /* rate limited: requests wait in the queue until then */
     uint32_t next_id, hello_id;
     struct sb__convs convs;
     char **subs;
@@ -454,7 +462,8 @@ static int submit(struct sb_client *c, struct sb_op *op, enum req_kind kind, voi
     }
     c->unsent_bytes += r->frame_len;
     req_link(c, r);
-    if (c->state == ST_READY) {
+    /* While rate limited, requests queue behind the held sends (order is kept). */
+    if (c->state == ST_READY && (c->hold_until_ms == 0 || kind == REQ_SYNC)) {
         if (queue_frame(c, r->frame, r->frame_len) < 0) {
             req_unlink(c, r);
             req_free(r);
@@ -558,8 +567,10 @@ static void drain(struct sb_client *c, struct sb__conv *cv)
     while ((h = sb__conv_pop_ready(cv)) != NULL) {
         struct sb_binproto_header hdr;
         struct sb_op op;
-        if (sb_binproto_decode_frame(h->frame, h->len, 0, &hdr, &op) == 0 &&
-            op.type == SB_OP_MESSAGE) {
+        if (h->len == 0) {
+            cv->delivered = h->seq; /* our own message: the application had its ACK */
+        } else if (sb_binproto_decode_frame(h->frame, h->len, 0, &hdr, &op) == 0 &&
+                   op.type == SB_OP_MESSAGE) {
             cv->delivered = h->seq;
             deliver(c, &op.u.message);
         }
@@ -584,6 +595,36 @@ static uint64_t start_of_unknown(const struct sb_client *c, uint64_t seq)
         return 0;
     }
     return seq > 0 ? seq - 1 : 0;
+}
+
+/* Schedules a SYNC of cv's gap, GAP_GRACE_MS from now, unless one is under way or due. */
+static void note_gap(struct sb_client *c, struct sb__conv *cv)
+{
+    if (!cv->is_syncing && cv->gap_at_ms == 0) {
+        cv->gap_at_ms = now_ms() + GAP_GRACE_MS;
+        c->has_gaps = true;
+    }
+}
+
+/* SYNCs the gaps whose grace ran out; forgets the ones that filled. */
+static void check_gaps(struct sb_client *c, uint64_t now)
+{
+    bool has_more = false;
+    for (struct sb__conv *cv = sb__convs_next(&c->convs, NULL); cv != NULL;
+         cv = sb__convs_next(&c->convs, cv)) {
+        if (cv->gap_at_ms == 0) {
+            continue;
+        }
+        if (cv->is_syncing || sb__conv_first_held(cv) == 0) {
+            cv->gap_at_ms = 0;
+        } else if (now >= cv->gap_at_ms) {
+            cv->gap_at_ms = 0;
+            start_sync(c, cv);
+        } else {
+            has_more = true;
+        }
+    }
+    c->has_gaps = has_more;
 }
 
 /*
@@ -621,9 +662,7 @@ static void on_message(struct sb_client *c, const struct sb_op_message *m, const
             free(frame);
         }
     }
-    if (!cv->is_syncing) {
-        start_sync(c, cv);
-    }
+    note_gap(c, cv);
 }
 
 /* A SYNC of cv ended (its last page, or an error): sync again, or settle the gap. */
@@ -861,6 +900,16 @@ static void handle_error(struct sb_client *c, const struct sb_op *op)
         }
         return;
     }
+    if (r->kind == REQ_SEND && pub.code == SB_CLIENT_ERR_RATE_LIMITED) {
+        /* The server refused it for now: send it again (same client id) once the bucket
+         * refills, with everything queued after it. */
+        uint64_t wait = pub.retry_after_ms ? pub.retry_after_ms : 100;
+        uint64_t until = now_ms() + wait;
+        c->hold_until_ms = until > c->hold_until_ms ? until : c->hold_until_ms;
+        r->is_sent = false;
+        c->unsent_bytes += r->frame_len;
+        return;
+    }
     req_unlink(c, r);
     switch (r->kind) {
     case REQ_SEND:
@@ -884,6 +933,32 @@ static void handle_error(struct sb_client *c, const struct sb_op *op)
     req_free(r);
 }
 
+/*
+ * The ACK of our own message moves the conversation's position past it (the server does not
+ * send it to the sending device), or marks its place when it is ahead of a gap.
+ */
+static void own_message(struct sb_client *c, const struct sb_op_ack *a)
+{
+    bool created;
+    struct sb__conv *cv =
+        sb__convs_get(&c->convs, a->conv.base, a->conv.len, start_of_unknown(c, a->seq), &created);
+    if (cv == NULL) {
+        return;
+    }
+    switch (sb__conv_classify(cv, a->seq)) {
+    case SB__ORDER_DROP:
+        break;
+    case SB__ORDER_DELIVER:
+        cv->delivered = a->seq;
+        drain(c, cv);
+        break;
+    case SB__ORDER_HOLD:
+        sb__conv_hold(cv, a->seq, NULL, 0);
+        note_gap(c, cv);
+        break;
+    }
+}
+
 static void handle_ack(struct sb_client *c, const struct sb_op *op)
 {
     struct req *r = req_find(c, op->request_id);
@@ -905,6 +980,7 @@ static void handle_ack(struct sb_client *c, const struct sb_op *op)
         r->cb.send(c, 0, &pub, NULL, r->arg);
     }
     req_free(r);
+    own_message(c, a);
 }
 
 /* Subscribes again, after WELCOME, to every user the application subscribed to. */
@@ -1413,6 +1489,7 @@ static void close_conn(struct sb_client *c, int err)
     }
     c->fd_events = 0;
     c->drop_err = 0;
+    c->hold_until_ms = 0;
     buf_reset(&c->in);
     buf_reset(&c->out);
     buf_reset(&c->wsmsg);
@@ -1420,6 +1497,7 @@ static void close_conn(struct sb_client *c, int err)
     for (struct sb__conv *cv = sb__convs_next(&c->convs, NULL); cv != NULL;
          cv = sb__convs_next(&c->convs, cv)) {
         cv->is_syncing = false;
+        cv->gap_at_ms = 0;
         sb__conv_clear_held(cv); /* the resume of the next HELLO brings them again */
     }
     struct req *r = c->reqs;
@@ -1501,6 +1579,13 @@ static void process_locked(struct sb_client *c)
         now >= c->deadline_ms) {
         close_conn(c, -ETIMEDOUT);
     } else if (c->state == ST_READY) {
+        if (c->has_gaps) {
+            check_gaps(c, now);
+        }
+        if (c->hold_until_ms != 0 && now >= c->hold_until_ms) {
+            c->hold_until_ms = 0;
+            send_unsent(c);
+        }
         keepalive(c, now);
         if (c->fd >= 0 && flush_out(c) < 0) {
             close_conn(c, -EPIPE);
@@ -1761,6 +1846,12 @@ int sb_client_timeout_ms(struct sb_client *c)
         uint64_t interval = c->ping_interval_ms ? c->ping_interval_ms : DEFAULT_PING_MS;
         uint64_t at = c->last_ping_ms <= c->last_rx_ms ? c->last_rx_ms + interval
                                                        : c->last_rx_ms + 3 * interval;
+        if (c->hold_until_ms != 0 && c->hold_until_ms < at) {
+            at = c->hold_until_ms;
+        }
+        if (c->has_gaps && now + GAP_GRACE_MS / 5 < at) {
+            at = now + GAP_GRACE_MS / 5; /* check_gaps has no exact deadline to hand */
+        }
         t = at > now ? (int64_t)(at - now) : 0;
         break;
     }
@@ -2073,6 +2164,9 @@ int sb_client_position_set(struct sb_client *c, const char *conv, uint64_t seq)
     if (cv != NULL) {
         cv->delivered = seq;
         drain(c, cv);
+        if (!cv->is_syncing) {
+            start_sync(c, cv); /* catch up from there now (when connected) */
+        }
     }
     pthread_mutex_unlock(&c->lock);
     return cv != NULL ? 0 : -ENOMEM;

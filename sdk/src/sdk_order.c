@@ -141,7 +141,9 @@ int sb__conv_hold(struct sb__conv *cv, uint64_t seq, const uint8_t *frame, size_
     }
     h->seq = seq;
     h->len = len;
-    memcpy(h->frame, frame, len);
+    if (len > 0) {
+        memcpy(h->frame, frame, len);
+    }
     h->next = *pp;
     *pp = h;
     cv->held_count++;

@@ -15,7 +15,10 @@
 /* Messages held per conversation; later ones are dropped and come again with the SYNC. */
 #define SB__HELD_MAX 1024
 
-/* A message that arrived early, kept as an encoded MESSAGE frame. */
+/*
+ * A message that arrived early, kept as an encoded MESSAGE frame; len 0 marks one of the
+ * client's own messages (known from its ACK), which only moves the position.
+ */
 struct sb__held {
     struct sb__held *next;
     uint64_t seq;
@@ -27,6 +30,7 @@ struct sb__conv {
     struct sb__conv *next; /* hash chain */
     uint64_t delivered;    /* the last seq delivered to the application (0: none) */
     uint64_t sync_from;    /* delivered when the SYNC under way was sent */
+    uint64_t gap_at_ms; /* a gap was seen: SYNC it at this time unless it fills first (0: none) */
     bool is_syncing;
     struct sb__held *held; /* ascending seq, no two alike, all > delivered + 1 when stored */
     size_t held_count;
@@ -65,8 +69,9 @@ struct sb__conv *sb__convs_next(const struct sb__convs *t, const struct sb__conv
 enum sb__order_verdict sb__conv_classify(const struct sb__conv *cv, uint64_t seq);
 
 /*
- * Holds a copy of frame (len bytes), the MESSAGE of seq. Returns 0, 1 when seq is held already
- * or the conversation holds SB__HELD_MAX (the copy is dropped), or -ENOMEM.
+ * Holds a copy of frame (len bytes), the MESSAGE of seq (len 0, frame NULL: an own message).
+ * Returns 0, 1 when seq is held already or the conversation holds SB__HELD_MAX (the copy is
+ * dropped), or -ENOMEM.
  */
 int sb__conv_hold(struct sb__conv *cv, uint64_t seq, const uint8_t *frame, size_t len);
 
