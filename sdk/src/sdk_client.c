@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "proto/binproto.h"
+#include "sdk_hooks.h"
 #include "sdk_order.h"
 #include "sdk_ws.h"
 
@@ -2221,4 +2222,53 @@ const char *sb_client_err_name(int code)
 {
     const char *name = code > 0 ? sb_ops_err_name((unsigned)code) : NULL;
     return name != NULL ? name : "internal";
+}
+
+/* ---- hooks for white-box tests and benchmarks (sdk_hooks.h) ---- */
+
+void sb__client_hook_ready(struct sb_client *c)
+{
+    pthread_mutex_lock(&c->lock);
+    c->state = ST_READY;
+    c->is_ws = false;
+    c->last_rx_ms = now_ms();
+    pthread_mutex_unlock(&c->lock);
+}
+
+void sb__client_hook_feed(struct sb_client *c, const uint8_t *bytes, size_t len)
+{
+    pthread_mutex_lock(&c->lock);
+    if (buf_reserve(&c->in, len) == 0) {
+        memcpy(c->in.data + c->in.len, bytes, len);
+        c->in.len += len;
+        parse_tcp(c);
+        buf_reset(&c->in);
+    }
+    pthread_mutex_unlock(&c->lock);
+}
+
+size_t sb__client_hook_output(struct sb_client *c, uint8_t *out, size_t cap)
+{
+    pthread_mutex_lock(&c->lock);
+    size_t n = buf_live(&c->out) < cap ? buf_live(&c->out) : cap;
+    if (out != NULL) {
+        memcpy(out, c->out.data + c->out.off, n);
+    }
+    buf_reset(&c->out);
+    pthread_mutex_unlock(&c->lock);
+    return n;
+}
+
+void sb__client_hook_tick(struct sb_client *c, uint64_t advance_ms)
+{
+    pthread_mutex_lock(&c->lock);
+    uint64_t now = now_ms() + advance_ms;
+    if (c->has_gaps) {
+        check_gaps(c, now);
+    }
+    if (c->hold_until_ms != 0 && now >= c->hold_until_ms) {
+        c->hold_until_ms = 0;
+        send_unsent(c);
+    }
+    pthread_mutex_unlock(&c->lock);
 }
