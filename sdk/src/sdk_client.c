@@ -96,7 +96,8 @@ struct sb_client {
     bool is_catching_up;
     bool has_gaps; /* some conversation has gap_at_ms set */
     bool is_processing;
-    int drop_err; /* set while dispatching: close the connection after the batch */
+    bool is_woken; /* the eventfd was written and process has not run since */
+    int drop_err;  /* set while dispatching: close the connection after the batch */
     bool has_goaway;
     uint32_t goaway_ms;
     struct buf in, out, wsmsg;
@@ -201,8 +202,13 @@ static size_t buf_live(const struct buf *b)
     return b->len - b->off;
 }
 
+/* Wakes the driving thread; one write until it has run, however many requests come. */
 static void wake(struct sb_client *c)
 {
+    if (c->is_woken || c->is_processing) {
+        return; /* it runs (or will) and sees the new output then */
+    }
+    c->is_woken = true;
     uint64_t one = 1;
     ssize_t n = write(c->evfd, &one, sizeof(one));
     (void)n; /* a full counter is still a wakeup */
@@ -1559,6 +1565,7 @@ static void process_locked(struct sb_client *c)
     uint64_t v;
     while (read(c->evfd, &v, sizeof(v)) > 0) {
     }
+    c->is_woken = false;
     uint64_t now = now_ms();
     if (c->state == ST_WAIT && now >= c->retry_at_ms) {
         start_connect(c);
@@ -1882,6 +1889,30 @@ int sb_client_process(struct sb_client *c)
 
 /* Request helpers: each locks, builds an op, submits. */
 
+/* "sdk-" + the client's 16 random hex digits + "-" + a counter in hex: unique per client. */
+static void make_client_id(struct sb_client *c, char out[SB_CLIENT_CLIENT_ID_MAX + 1])
+{
+    static const char hex[] = "0123456789abcdef";
+    char *p = out;
+    memcpy(p, "sdk-", 4);
+    p += 4;
+    for (int i = 60; i >= 0; i -= 4) {
+        *p++ = hex[(c->id_prefix >> i) & 15];
+    }
+    *p++ = '-';
+    uint64_t n = ++c->id_counter;
+    char tmp[16];
+    int k = 0;
+    do {
+        tmp[k++] = hex[n & 15];
+        n >>= 4;
+    } while (n != 0);
+    while (k > 0) {
+        *p++ = tmp[--k];
+    }
+    *p = '\0';
+}
+
 int sb_client_send(struct sb_client *c, const char *conv, const char *to, const void *body,
                    size_t body_len, const char *client_id, sb_client_send_cb cb, void *arg)
 {
@@ -1896,8 +1927,7 @@ int sb_client_send(struct sb_client *c, const char *conv, const char *to, const 
     if (body_len <= (c->max_body ? c->max_body : c->cfg.max_frame)) {
         char gen[SB_CLIENT_CLIENT_ID_MAX + 1];
         if (client_id == NULL) {
-            snprintf(gen, sizeof(gen), "sdk-%016llx-%llu", (unsigned long long)c->id_prefix,
-                     (unsigned long long)++c->id_counter);
+            make_client_id(c, gen);
             client_id = gen;
         }
         struct sb_op op = {.type = SB_OP_SEND};
