@@ -2281,7 +2281,7 @@ size_t sb__client_hook_output(struct sb_client *c, uint8_t *out, size_t cap)
 {
     pthread_mutex_lock(&c->lock);
     size_t n = buf_live(&c->out) < cap ? buf_live(&c->out) : cap;
-    if (out != NULL) {
+    if (out != NULL && n > 0) {
         memcpy(out, c->out.data + c->out.off, n);
     }
     buf_reset(&c->out);

@@ -173,8 +173,12 @@ static bool command(struct sb_client *c, char *line)
         if (conv == NULL || to == NULL || cid == NULL) {
             rc = -EINVAL;
         } else {
-            rc = sb_client_send(c, dash(conv), dash(to), body, strlen(body), dash(cid), on_ack,
-                                strdup(cid));
+            char *arg = strdup(cid);
+            rc =
+                sb_client_send(c, dash(conv), dash(to), body, strlen(body), dash(cid), on_ack, arg);
+            if (rc != 0) {
+                free(arg); /* no completion follows a refused call */
+            }
         }
     } else if (strcmp(cmd, "sendn") == 0) {
         char *to = strtok_r(NULL, " ", &save), *count = strtok_r(NULL, " ", &save);
@@ -182,7 +186,11 @@ static bool command(struct sb_client *c, char *line)
         for (long i = 0; to && count && prefix && i < atol(count) && rc == 0; i++) {
             char body[128];
             snprintf(body, sizeof(body), "%s-%ld", prefix, i);
-            rc = sb_client_send(c, NULL, to, body, strlen(body), NULL, on_ack, strdup(body));
+            char *arg = strdup(body);
+            rc = sb_client_send(c, NULL, to, body, strlen(body), NULL, on_ack, arg);
+            if (rc != 0) {
+                free(arg);
+            }
         }
     } else {
         for (char *t; n < 1100 && (t = strtok_r(NULL, " ", &save)) != NULL;) {
