@@ -351,6 +351,14 @@ class SdkTest(unittest.TestCase):
         d.cmd("send - - x nothing")  # neither conv nor to
         d.wait_line(r"rc send -22")
         d.quit()
+        # A refused token: the reason, then a disconnect with -EACCES (and retries), on both.
+        for url in (self.tcp(), self.ws()):
+            bad = Lines([DRIVER, "--url", url, "--token", "not.a.token"])
+            self.drivers.append(bad)
+            bad.wait_line(r"state disconnected -13")
+            self.assertFalse(bad.matching(r"state connected .*"))
+            bad.cmd("quit")
+            self.assertEqual(bad.close(), 0)
 
     def test_groups(self):
         url = self.tcp()
