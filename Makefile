@@ -20,12 +20,13 @@ build: setup $(BUILD)/build.ninja
 run: build
 	$(BUILD)/switchboard serve $(ARGS)
 
-# The same with HTTPS/wss:// on 127.0.0.1:8443, certificate from tools/dev-cert (trust
-# build/dev-cert/ca.pem in the client; see "TLS" in docs/operations.md).
+# The same with HTTPS/wss:// on 127.0.0.1:8443 and the binary protocol over TLS on 7443,
+# certificate from tools/dev-cert (trust build/dev-cert/ca.pem in the client; see "TLS" in
+# docs/operations.md).
 run-tls: build
 	tools/dev-cert build/dev-cert
-	$(BUILD)/switchboard serve --tls-listen 127.0.0.1:8443 --tls-cert build/dev-cert/server.pem \
-		--tls-key build/dev-cert/server.key $(ARGS)
+	$(BUILD)/switchboard serve --tls-listen 127.0.0.1:8443 --binary-tls-listen 127.0.0.1:7443 \
+		--tls-cert build/dev-cert/server.pem --tls-key build/dev-cert/server.key $(ARGS)
 
 # The whole suite: unit + integration on the full io_uring feature set, again with the Linux 5.15
 # feature set forced, then everything (with a short fuzz run) under ASan+UBSan.

@@ -2470,7 +2470,7 @@ static void op_send(const struct chat_in *in, const struct sb_op_send *op)
 /* A conversation's name: valid UTF-8 (binary clients send bytes). */
 static bool name_ok(const struct chat_in *in, struct sb_slice name)
 {
-    if (sb_utf8_validate((const uint8_t *)name.base, name.len) == 0)
+    if (!name.len || sb_utf8_validate((const uint8_t *)name.base, name.len) == 0)
         return true;
     in_error(in, SB_OP_ERR_BAD_REQUEST, "\"name\" must be UTF-8 of at most 128 bytes");
     return false;

@@ -110,73 +110,67 @@ static int init_auth(const struct sb_settings *st, struct sb_auth *auth)
 }
 
 /*
- * Adds the TLS listener when tls_listen is set: the same HTTP and WebSocket service behind the
- * TLS transport. Main thread, before the engine starts. Returns 0 (*out stays NULL when TLS is
- * off) or -errno (logged).
+ * Opens one listener on spec (HOST:PORT) with ops, behind tls when not NULL, and appends
+ * ", <what> on ADDR:PORT" to addr for the start-up line. Returns 0 or -errno (logged).
  */
-static int listen_tls(const struct sb_settings *st, struct sb_engine *e, struct sb_tls **out,
-                      char *addr, size_t addrlen)
+static int listen_on(struct sb_engine *e, const char *setting, const char *spec,
+                     const struct sb_conn_ops *ops, struct sb_tls *tls, const char *what,
+                     char *addr, size_t addrlen)
 {
-    char host[256], err[512];
+    char host[256];
     unsigned port, bound;
-    *out = NULL;
-    if (!*st->tls_listen)
-        return 0;
-    if (split_hostport(st->tls_listen, host, sizeof(host), &port) < 0) {
-        sb_log(SB_LOG_ERROR, 0, "tls_listen: \"%s\" is not HOST:PORT", st->tls_listen);
+    if (split_hostport(spec, host, sizeof(host), &port) < 0) {
+        sb_log(SB_LOG_ERROR, 0, "%s: \"%s\" is not HOST:PORT", setting, spec);
         return -EINVAL;
     }
-    struct sb_tls_config tc = {.cert_file = st->tls_cert,
-                               .key_file = st->tls_key,
-                               .sni_file = st->tls_sni_file,
-                               .min_version = st->tls_min_version == 1 ? 13 : 12,
-                               .ticket_rotate_s = (unsigned)st->tls_ticket_rotate_s};
-    struct sb_tls *tls;
-    int r = sb_tls_create(&tc, sb_engine_workers(e), &tls, err, sizeof(err));
-    if (r < 0) {
-        sb_log(SB_LOG_ERROR, 0, "TLS: %s", err);
-        return r;
-    }
-    r = sb_engine_listen(e, host, port, &sb_gateway_ops, &bound);
-    if (r == 0)
+    int r = sb_engine_listen(e, host, port, ops, &bound);
+    if (r == 0 && tls)
         r = sb_engine_set_transport(e, bound, sb_tls_transport(tls));
     if (r < 0) {
-        sb_log(SB_LOG_ERROR, r, "cannot listen on %s", st->tls_listen);
-        sb_tls_free(tls);
+        sb_log(SB_LOG_ERROR, r, "cannot listen on %s", spec);
         return r;
     }
+    size_t n = strlen(addr);
     if (strchr(host, ':'))
-        snprintf(addr, addrlen, ", TLS on [%s]:%u", host, bound);
+        snprintf(addr + n, addrlen - n, ", %s on [%s]:%u", what, host, bound);
     else
-        snprintf(addr, addrlen, ", TLS on %s:%u", *host ? host : "0.0.0.0", bound);
-    *out = tls;
+        snprintf(addr + n, addrlen - n, ", %s on %s:%u", what, *host ? host : "0.0.0.0", bound);
     return 0;
 }
 
 /*
- * Adds the binary port when binary_listen is set. Main thread, before the engine starts.
- * Returns 0 or -errno (logged); addr gets ", binary on HOST:PORT" for the start-up line.
+ * Adds the listeners other than `listen`: TLS (tls_listen), the binary port (binary_listen) and
+ * the binary port over TLS (binary_tls_listen), the TLS ones sharing one certificate set. Main
+ * thread, before the engine starts. Returns 0 (*tls stays NULL without TLS) or -errno
+ * (logged); addr gets what the start-up line adds.
  */
-static int listen_binary(const struct sb_settings *st, struct sb_engine *e, char *addr,
-                         size_t addrlen)
+static int listen_more(const struct sb_settings *st, struct sb_engine *e, struct sb_tls **tls,
+                       char *addr, size_t addrlen)
 {
-    char host[256];
-    unsigned port, bound;
-    if (!*st->binary_listen)
-        return 0;
-    if (split_hostport(st->binary_listen, host, sizeof(host), &port) < 0) {
-        sb_log(SB_LOG_ERROR, 0, "binary_listen: \"%s\" is not HOST:PORT", st->binary_listen);
+    char err[512];
+    *tls = NULL;
+    addr[0] = '\0';
+    if (*st->tls_listen || *st->binary_tls_listen) {
+        struct sb_tls_config tc = {.cert_file = st->tls_cert,
+                                   .key_file = st->tls_key,
+                                   .sni_file = st->tls_sni_file,
+                                   .min_version = st->tls_min_version == 1 ? 13 : 12,
+                                   .ticket_rotate_s = (unsigned)st->tls_ticket_rotate_s};
+        int r = sb_tls_create(&tc, sb_engine_workers(e), tls, err, sizeof(err));
+        if (r < 0) {
+            sb_log(SB_LOG_ERROR, 0, "TLS: %s", err);
+            return r;
+        }
+    }
+    if (*st->tls_listen &&
+        listen_on(e, "tls_listen", st->tls_listen, &sb_gateway_ops, *tls, "TLS", addr, addrlen) < 0)
         return -EINVAL;
-    }
-    int r = sb_engine_listen(e, host, port, &sb__binary_ops, &bound);
-    if (r < 0) {
-        sb_log(SB_LOG_ERROR, r, "cannot listen on %s", st->binary_listen);
-        return r;
-    }
-    if (strchr(host, ':'))
-        snprintf(addr, addrlen, ", binary on [%s]:%u", host, bound);
-    else
-        snprintf(addr, addrlen, ", binary on %s:%u", *host ? host : "0.0.0.0", bound);
+    if (*st->binary_listen && listen_on(e, "binary_listen", st->binary_listen, &sb__binary_ops,
+                                        NULL, "binary", addr, addrlen) < 0)
+        return -EINVAL;
+    if (*st->binary_tls_listen && listen_on(e, "binary_tls_listen", st->binary_tls_listen,
+                                            &sb__binary_ops, *tls, "binary TLS", addr, addrlen) < 0)
+        return -EINVAL;
     return 0;
 }
 
@@ -364,9 +358,8 @@ static int serve(const struct sb_settings *st)
         sb_log(SB_LOG_ERROR, r, "cannot listen on %s", st->listen);
         goto out;
     }
-    char tls_addr[300] = "", bin_addr[300] = "";
-    if (listen_tls(st, e, &tls, tls_addr, sizeof(tls_addr)) < 0 ||
-        listen_binary(st, e, bin_addr, sizeof(bin_addr)) < 0)
+    char more_addr[600];
+    if (listen_more(st, e, &tls, more_addr, sizeof(more_addr)) < 0)
         goto out;
     /* After the listen: a server that cannot run leaves the data directory alone. */
     if (load_history(st, e, &store) < 0)
@@ -379,8 +372,8 @@ static int serve(const struct sb_settings *st)
         snprintf(addr, sizeof(addr), "[%s]:%u", host, bound);
     else
         snprintf(addr, sizeof(addr), "%s:%u", *host ? host : "0.0.0.0", bound);
-    sb_log(SB_LOG_INFO, 0, "listening on %s (workers=%u%s%s%s)", addr, sb_engine_workers(e),
-           st->echo ? ", echo at /echo" : "", tls_addr, bin_addr);
+    sb_log(SB_LOG_INFO, 0, "listening on %s (workers=%u%s%s)", addr, sb_engine_workers(e),
+           st->echo ? ", echo at /echo" : "", more_addr);
     for (;;) {
         siginfo_t si;
         int sig = sigwaitinfo(&sigs, &si);

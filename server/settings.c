@@ -109,6 +109,8 @@ const struct sb_setting sb_settings_table[] = {
      "first"},
     {"tls_listen", SB_SET_STR, F(tls_listen), "", 0, 0, NULL,
      "address and port for HTTPS and wss:// (TLS); empty = no TLS listener"},
+    {"binary_tls_listen", SB_SET_STR, F(binary_tls_listen), "", 0, 0, NULL,
+     "address and port for the binary protocol over TLS; empty = off"},
     {"tls_cert", SB_SET_STR, F(tls_cert), "", 0, 0, NULL,
      "PEM file: the server certificate followed by its chain (reread on SIGHUP)"},
     {"tls_key", SB_SET_STR, F(tls_key), "", 0, 0, NULL,

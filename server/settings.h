@@ -58,7 +58,8 @@ struct sb_settings {
     int64_t presence_grace_ms;
     int64_t presence_max_subscriptions;
     int64_t presence_last_seen_max;
-    char *tls_listen; /* host:port for HTTPS and wss://; empty = off */
+    char *tls_listen;        /* host:port for HTTPS and wss://; empty = off */
+    char *binary_tls_listen; /* host:port for the binary protocol over TLS; empty = off */
     char *tls_cert;
     char *tls_key;
     char *tls_sni_file;

@@ -10,6 +10,7 @@ spec and independent of proto/binproto.c, so each checks the other.
 
 import asyncio
 import socket
+import ssl
 import struct
 import time
 
@@ -192,11 +193,18 @@ class _Client:
 
 
 class TcpClient(_Client):
-    """The binary port. recv raises ConnectionError when the server closed the connection."""
+    """The binary port (over TLS with ssl_ctx). recv raises ConnectionError when the server
+    closed the connection."""
 
-    def __init__(self, port, host="127.0.0.1"):
+    def __init__(self, port, host="127.0.0.1", ssl_ctx=None, server_hostname="localhost"):
         super().__init__()
         self.sock = socket.create_connection((host, port), timeout=10)
+        if ssl_ctx:
+            try:
+                self.sock = ssl_ctx.wrap_socket(self.sock, server_hostname=server_hostname)
+            except BaseException:
+                self.sock.close()
+                raise
         self.buf = b""
 
     def send(self, name, rid=0, /, **fields):
@@ -221,6 +229,8 @@ class TcpClient(_Client):
                 data = self.sock.recv(65536)
             except (socket.timeout, TimeoutError) as e:
                 raise TimeoutError("no frame") from e
+            except (ConnectionResetError, ssl.SSLError) as e:
+                raise ConnectionError("reset by the server") from e
             if not data:
                 raise ConnectionError("closed by the server")
             self.buf += data

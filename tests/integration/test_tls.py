@@ -18,7 +18,9 @@ import unittest
 
 import websockets
 
+import binclient
 import sbtest
+from test_chat import mint
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TLS_RE = re.compile(r"TLS on 127\.0\.0\.1:(\d+)")
@@ -444,6 +446,39 @@ class TicketRotationTest(TlsServerCase):
         time.sleep(2.2)
         ticket()  # rotates again: fresh's key is gone
         self.assertFalse(resumes(fresh))
+
+
+class BinaryTlsTest(TlsServerCase):
+    """The binary protocol on binary_tls_listen: the same frames inside TLS."""
+
+    extra_settings = {"binary_tls_listen": "127.0.0.1:0"}
+
+    @property
+    def bin_tls_port(self):
+        return int(re.search(r"binary TLS on 127\.0\.0\.1:(\d+)", self.srv.read_log()).group(1))
+
+    def test_hello_send_and_ping_over_tls(self):
+        a = binclient.TcpClient(self.bin_tls_port, ssl_ctx=client_ctx("a"))
+        self.addCleanup(a.close)
+        self.assertEqual(a.hello(mint("tina"))[2]["user"], b"tina")
+        b = binclient.TcpClient(self.srv.bin_port)  # the plain binary port, same server
+        self.addCleanup(b.close)
+        b.hello(mint("uma"))
+        a.send("send", 2, client_id="t1", to="uma", body=b"\x00secret")
+        self.assertEqual(a.recv_type("ack")[1], 2)
+        self.assertEqual(b.recv_type("message")[2]["body"], b"\x00secret")
+        a.send("ping", 3, data=b"x" * 5000)
+        self.assertEqual(a.recv_type("pong"), ("pong", 3, {"data": b"x" * 5000}))
+
+    def test_wrong_ca_and_plaintext_are_refused(self):
+        with self.assertRaises(ssl.SSLCertVerificationError):
+            binclient.TcpClient(self.bin_tls_port, ssl_ctx=client_ctx("b"))
+        # A plaintext HELLO on the TLS port is no TLS record: the handshake fails and closes.
+        raw = socket.create_connection((sbtest.HOST, self.bin_tls_port), timeout=TIMEOUT)
+        self.addCleanup(raw.close)
+        raw.sendall(binclient.encode("hello", 1, token=mint("vera")))
+        self.assertTrue(closed_within(raw, 5))
+        self.wait_log(r"TLS handshake failed")
 
 
 class StartupTest(unittest.TestCase):
