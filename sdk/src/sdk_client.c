@@ -2268,7 +2268,7 @@ void sb__client_hook_ready(struct sb_client *c)
 void sb__client_hook_feed(struct sb_client *c, const uint8_t *bytes, size_t len)
 {
     pthread_mutex_lock(&c->lock);
-    if (buf_reserve(&c->in, len) == 0) {
+    if (len > 0 && buf_reserve(&c->in, len) == 0) {
         memcpy(c->in.data + c->in.len, bytes, len);
         c->in.len += len;
         parse_tcp(c);

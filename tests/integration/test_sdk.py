@@ -143,6 +143,7 @@ class Proxy:
                 return
             try:
                 s = socket.create_connection(("127.0.0.1", self.target), timeout=2)
+                s.settimeout(None)  # the timeout is for the connect only: idle is fine
             except OSError:
                 c.close()  # the server is down: the client sees a closed connection
                 continue
@@ -416,9 +417,9 @@ class SdkTest(unittest.TestCase):
         alice.cmd("send - pos_bob t1 third")
         bob3.wait_line(rf"msg {conv} 9 pos_alice 0 third")
         self.assertEqual(seqs_of(bob3, conv), [9])
-        # sync fetches a conversation's history through the same ordered path.
+        # Position 0 fetches the conversation's history, through the same ordered path.
         bob4 = self.driver(url, "pos_bob")
-        bob4.cmd(f"sync {conv}")
+        bob4.cmd(f"setpos {conv} 0")
         bob4.wait_line(rf"msg {conv} 9 pos_alice 0 third")
         self.assertEqual(seqs_of(bob4, conv), list(range(1, 10)))
         for d in (alice, bob2, bob3, bob4):
@@ -511,8 +512,13 @@ class SdkReconnectTest(unittest.TestCase):
         self.assertEqual(len(set(ids)), n)
         seqs = sorted(int(x.split()[3]) for x in acks)
         self.assertEqual(seqs, list(range(1, n + 1)))
-        receiver.wait(lambda ls: len(seqs_of(receiver, conv)) >= n, timeout=90,
-                      what=f"{n} messages")
+        try:
+            receiver.wait(lambda ls: len(seqs_of(receiver, conv)) >= n, timeout=90,
+                          what=f"{n} messages")
+        except AssertionError as e:
+            srv = self.servers[-1]
+            raise AssertionError(f"{e}\n--- sender ---\n" + "\n".join(sender.lines[-20:]) +
+                                 f"\n--- server log ---\n{srv.log_tail(20000)}") from None
         time.sleep(0.3)  # a duplicate would arrive now
         self.assertEqual(seqs_of(receiver, conv), list(range(1, n + 1)))
         bodies = [m.group(1) for m in receiver.matching(rf"msg {re.escape(conv)} \d+ \S+ 0 (.*)")]
