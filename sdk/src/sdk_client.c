@@ -622,10 +622,14 @@ static void check_gaps(struct sb_client *c, uint64_t now)
         if (cv->gap_at_ms == 0) {
             continue;
         }
-        if (cv->is_syncing || sb__conv_first_held(cv) == 0) {
+        if (cv->is_syncing) {
+            has_more = true; /* decided once that SYNC has ended */
+        } else if (sb__conv_first_held(cv) == 0 && cv->delivered >= cv->sync_to) {
             cv->gap_at_ms = 0;
+            cv->sync_to = 0;
         } else if (now >= cv->gap_at_ms) {
             cv->gap_at_ms = 0;
+            cv->sync_to = 0;
             start_sync(c, cv);
         } else {
             has_more = true;
@@ -858,8 +862,21 @@ static void catch_up(struct sb_client *c, const struct sb_op_convs *cs)
     sb_ops_list_begin(&it, &cs->convs);
     while (sb_ops_list_next(&it, &item) == 1) {
         const struct sb_op_conv_summary *s = &item.summary;
-        if (sb__convs_find(&c->convs, s->conv.base, s->conv.len) != NULL) {
-            continue; /* HELLO resumed it */
+        struct sb__conv *known = sb__convs_find(&c->convs, s->conv.base, s->conv.len);
+        if (known != NULL) {
+            /*
+             * HELLO resumed it. Should the server have more than the client ends up with
+             * (a message sequenced while the connection came up, between the resume and live
+             * delivery), a SYNC follows after the grace unless the messages arrive by then.
+             */
+            if (s->last_seq > known->delivered) {
+                known->sync_to = s->last_seq > known->sync_to ? s->last_seq : known->sync_to;
+                if (known->gap_at_ms == 0) {
+                    known->gap_at_ms = now_ms() + GAP_GRACE_MS;
+                }
+                c->has_gaps = true;
+            }
+            continue;
         }
         bool created;
         struct sb__conv *cv = sb__convs_get(&c->convs, s->conv.base, s->conv.len,
@@ -898,6 +915,15 @@ static void handle_error(struct sb_client *c, const struct sb_op *op)
             }
             req_unlink(c, r);
             req_free(r);
+        }
+        if (cv != NULL && cv->is_syncing &&
+            (pub.code == SB_CLIENT_ERR_RATE_LIMITED || pub.code == SB_CLIENT_ERR_UNAVAILABLE)) {
+            /* Refused for now, not for good: the same SYNC again after retry_after_ms. */
+            cv->is_syncing = false;
+            cv->sync_to = UINT64_MAX;
+            cv->gap_at_ms = now_ms() + (pub.retry_after_ms ? pub.retry_after_ms : 100);
+            c->has_gaps = true;
+            return; /* the application is not told: nothing is lost */
         }
         if (cv != NULL && cv->is_syncing) {
             sync_ended(c, cv, true);
@@ -1505,6 +1531,7 @@ static void close_conn(struct sb_client *c, int err)
          cv = sb__convs_next(&c->convs, cv)) {
         cv->is_syncing = false;
         cv->gap_at_ms = 0;
+        cv->sync_to = 0;
         sb__conv_clear_held(cv); /* the resume of the next HELLO brings them again */
     }
     struct req *r = c->reqs;

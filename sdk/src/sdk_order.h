@@ -32,6 +32,7 @@ struct sb__conv {
     uint64_t sync_from;    /* delivered when the SYNC under way was sent */
     uint64_t gap_at_ms; /* a gap was seen: SYNC it at this time unless it fills first (0: none) */
     bool is_syncing;
+    uint64_t sync_to;      /* at gap_at_ms, SYNC while delivered < this, even with nothing held */
     struct sb__held *held; /* ascending seq, no two alike, all > delivered + 1 when stored */
     size_t held_count;
     size_t conv_len;

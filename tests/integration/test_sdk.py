@@ -52,8 +52,11 @@ class Lines:
         self.lines = []
         self.cond = threading.Condition()
         self.stderr = []
-        threading.Thread(target=self._pump, args=(self.proc.stdout, self.lines), daemon=True).start()
-        threading.Thread(target=self._pump, args=(self.proc.stderr, self.stderr), daemon=True).start()
+        self.threads = [threading.Thread(target=self._pump, args=(f, into), daemon=True)
+                        for f, into in ((self.proc.stdout, self.lines),
+                                        (self.proc.stderr, self.stderr))]
+        for t in self.threads:
+            t.start()
 
     def _pump(self, f, into):
         for line in f:
@@ -107,7 +110,24 @@ class Lines:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        self._close_pipes()
         return self.proc.returncode
+
+    def _close_pipes(self):
+        for t in self.threads:
+            t.join(5)
+        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            try:
+                f.close()
+            except OSError:
+                pass
+
+    def dispose(self):
+        """Kills the process if it still runs and closes its pipes (for tearDown)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        self._close_pipes()
 
 
 class Driver(Lines):
@@ -297,9 +317,7 @@ class SdkTest(unittest.TestCase):
 
     def tearDown(self):
         for d in self.drivers:
-            if d.proc.poll() is None:
-                d.proc.kill()
-                d.proc.wait(5)
+            d.dispose()
 
     def tcp(self):
         return f"tcp://127.0.0.1:{self.server.bin_port}"
@@ -373,10 +391,10 @@ class SdkTest(unittest.TestCase):
         owner.wait_line(rf"conv 0 {conv} team grp_owner \S*grp_carol\S*")
         owner.cmd(f"rename {conv} crew")
         owner.wait_line(rf"conv 0 {conv} crew grp_owner \S+")
-        owner.cmd(f"promote {conv} grp_bob")
-        owner.wait_line(rf"conv 0 {conv} crew .*", start=len(owner.lines))
-        owner.cmd(f"demote {conv} grp_bob")
-        owner.wait_line(rf"conv 0 {conv} crew .*", start=len(owner.lines))
+        for op in ("promote", "demote"):
+            start = len(owner.lines)  # before the command: the answer may come at once
+            owner.cmd(f"{op} {conv} grp_bob")
+            owner.wait_line(rf"conv 0 {conv} crew .*", start=start)
         owner.cmd(f"remove {conv} grp_carol")
         owner.wait_line(rf"conv 0 {conv} crew grp_owner (?!.*grp_carol)\S+")
         owner.cmd(f"send {conv} - g1 hi team")
@@ -479,9 +497,7 @@ class SdkReconnectTest(unittest.TestCase):
 
     def tearDown(self):
         for d in self.drivers:
-            if d.proc.poll() is None:
-                d.proc.kill()
-                d.proc.wait(5)
+            d.dispose()
         if self.proxy is not None:
             self.proxy.close()
         for srv in self.servers:
@@ -517,7 +533,10 @@ class SdkReconnectTest(unittest.TestCase):
                           what=f"{n} messages")
         except AssertionError as e:
             srv = self.servers[-1]
-            raise AssertionError(f"{e}\n--- sender ---\n" + "\n".join(sender.lines[-20:]) +
+            odd = [x for x in receiver.lines if not x.startswith(("msg ", "state "))]
+            raise AssertionError(f"{e}\n--- receiver, not msg/state ---\n" +
+                                 "\n".join(odd[-20:]) +
+                                 "\n--- sender ---\n" + "\n".join(sender.lines[-20:]) +
                                  f"\n--- server log ---\n{srv.log_tail(20000)}") from None
         time.sleep(0.3)  # a duplicate would arrive now
         self.assertEqual(seqs_of(receiver, conv), list(range(1, n + 1)))
@@ -542,6 +561,39 @@ class SdkReconnectTest(unittest.TestCase):
         self.assertTrue(bob.matching(r"state disconnected .*"))
         alice.quit()
         bob.quit()
+        self.assertEqual(srv.stop(), 0)
+        check_log(self, srv)
+
+    def test_conversation_started_while_disconnected(self):
+        srv = self.start()
+        self.proxy = Proxy(srv.bin_port)
+        bob = self.driver("nc_bob")
+        alice = Driver(f"tcp://127.0.0.1:{srv.bin_port}", "nc_alice")  # not through the proxy
+        self.drivers.append(alice)
+        alice.wait_line(r"state connected nc_alice \S+ \d+")
+        old = dm("nc_alice", "nc_bob")
+        alice.cmd("send - nc_bob a1 before")
+        bob.wait_line(rf"msg {old} 1 nc_alice 0 before")
+        # bob drops off and cannot come back (port 1 refuses); carol opens a conversation with
+        # him and alice writes more in theirs.
+        self.proxy.target = 1
+        self.proxy.cut()
+        bob.wait_line(r"state disconnected .*")
+        carol = Driver(f"tcp://127.0.0.1:{srv.bin_port}", "nc_carol")
+        self.drivers.append(carol)
+        carol.cmd("sendn nc_bob 3 new")
+        carol.wait(lambda ls: len([x for x in ls if x.startswith("ack ")]) == 3, what="3 acks")
+        alice.cmd("sendn nc_bob 2 more")
+        alice.wait(lambda ls: len([x for x in ls if x.startswith("ack ")]) == 3, what="3 acks")
+        self.proxy.target = srv.bin_port
+        # Back: the known conversation resumes, the new one is caught up from its start.
+        new = dm("nc_bob", "nc_carol")
+        bob.wait_line(rf"msg {new} 3 nc_carol 0 new-2", timeout=30)
+        bob.wait_line(rf"msg {old} 3 nc_alice 0 more-1", timeout=30)
+        self.assertEqual(seqs_of(bob, new), [1, 2, 3])
+        self.assertEqual(seqs_of(bob, old), [1, 2, 3])
+        for d in (alice, bob, carol):
+            d.quit()
         self.assertEqual(srv.stop(), 0)
         check_log(self, srv)
 

@@ -208,6 +208,18 @@ static void test_behind_ping_and_bad_frames(void)
     struct sb_op sync;
     CHECK_INT(output(c, &sync), 1); /* at once: the server stopped pushing */
     CHECK_INT(sync.type, SB_OP_SYNC);
+    /* A SYNC refused as rate_limited is not a lost gap: it goes again after retry_after_ms. */
+    struct sb_op err = {.type = SB_OP_ERROR, .request_id = sync.request_id};
+    err.u.error.code = SB_OP_ERR_RATE_LIMITED;
+    err.u.error.retry_after_ms = 30;
+    feed(c, &err);
+    CHECK_INT(n_errors, 0);
+    CHECK_INT(output(c, NULL), 0);
+    sb__client_hook_tick(c, 1000);
+    struct sb_op again;
+    CHECK_INT(output(c, &again), 1);
+    CHECK_INT(again.type, SB_OP_SYNC);
+    CHECK(again.request_id != sync.request_id);
     struct sb_op ping = {.type = SB_OP_PING, .request_id = 77};
     ping.u.ping.data = sb_slice_from("abc", 3);
     feed(c, &ping);
