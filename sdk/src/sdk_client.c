@@ -677,14 +677,30 @@ static void on_message(struct sb_client *c, const struct sb_op_message *m, const
 }
 
 /* A SYNC of cv ended (its last page, or an error): sync again, or settle the gap. */
-static void sync_ended(struct sb_client *c, struct sb__conv *cv, bool is_error)
+/*
+ * A SYNC of cv ended: with its last page (page_last_seq: where the server's history ended) or
+ * with an error. Syncs again while it makes progress; skips a gap only when it is gone for good.
+ */
+static void sync_ended(struct sb_client *c, struct sb__conv *cv, bool is_error,
+                       uint64_t page_last_seq)
 {
     cv->is_syncing = false;
-    if (sb__conv_first_held(cv) == 0) {
+    uint64_t first = sb__conv_first_held(cv);
+    if (first == 0) {
         return;
     }
-    if (is_error || cv->delivered == cv->sync_from) {
-        skip_gap(c, cv); /* no progress: the gap is gone from the history */
+    if (is_error) {
+        skip_gap(c, cv);
+        return;
+    }
+    if (cv->delivered == cv->sync_from) {
+        if (page_last_seq + 1 >= first) {
+            skip_gap(c, cv); /* the history reaches past the gap without it: gone */
+        } else {
+            /* The history did not reach the held messages yet (they were being stored when
+             * the page was made, say under fsync = always): try again after the grace. */
+            note_gap(c, cv);
+        }
         return;
     }
     start_sync(c, cv);
@@ -723,7 +739,7 @@ static void handle_page(struct sb_client *c, const struct sb_op *op)
         start_sync(c, cv);
         return;
     }
-    sync_ended(c, cv, false);
+    sync_ended(c, cv, false, p->last_seq);
 }
 
 static void handle_behind(struct sb_client *c, const struct sb_op_behind *b)
@@ -926,7 +942,7 @@ static void handle_error(struct sb_client *c, const struct sb_op *op)
             return; /* the application is not told: nothing is lost */
         }
         if (cv != NULL && cv->is_syncing) {
-            sync_ended(c, cv, true);
+            sync_ended(c, cv, true, 0);
         }
         if (c->cfg.on_error != NULL) {
             c->cfg.on_error(c, &pub, c->cfg.arg);

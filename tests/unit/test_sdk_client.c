@@ -147,6 +147,53 @@ static void test_gap_is_held_and_synced(void)
     sb_client_free(c);
 }
 
+/* The SYNC page of a gap, with messages from..to (none when from > to). */
+static void feed_page(struct sb_client *c, uint32_t request_id, uint64_t from, uint64_t to,
+                      uint64_t last_seq)
+{
+    uint8_t lbuf[2048];
+    struct sb_binproto_list_writer w;
+    sb_binproto_list_init(&w, lbuf, sizeof(lbuf));
+    for (uint64_t s = from; s <= to; s++) {
+        struct sb_op_message m = message("g:2", s);
+        sb_binproto_list_add_message(&w, &m);
+    }
+    struct sb_op page = {.type = SB_OP_SYNC_PAGE, .request_id = request_id};
+    page.u.sync_page.conv = sb_slice_from("g:2", 3);
+    page.u.sync_page.last_seq = last_seq;
+    CHECK_INT(sb_binproto_list_finish(&w, &page.u.sync_page.messages), 0);
+    feed(c, &page);
+}
+
+static void test_gap_not_stored_yet_is_not_skipped(void)
+{
+    struct sb_client *c = make_client();
+    n_delivered = 0;
+    feed_message(c, "g:2", 1);
+    feed_message(c, "g:2", 4); /* 2 and 3 are still being stored when the SYNC is served */
+    sb__client_hook_tick(c, 1000);
+    struct sb_op sync;
+    CHECK_INT(output(c, &sync), 1);
+    feed_page(c, sync.request_id, 1, 0, 1); /* empty: the history ends at 1 */
+    CHECK_INT(n_delivered, 1);              /* 4 still held, not given up */
+    CHECK_INT(output(c, NULL), 0);
+    sb__client_hook_tick(c, 1000);
+    CHECK_INT(output(c, &sync), 1); /* asked again after the grace */
+    CHECK_INT(sync.type, SB_OP_SYNC);
+    feed_page(c, sync.request_id, 2, 4, 4);
+    CHECK_INT(n_delivered, 4);
+    CHECK_INT(delivered[1], 2);
+    CHECK_INT(delivered[3], 4);
+    /* A gap the history has passed without it (retention dropped it) is skipped. */
+    feed_message(c, "g:2", 7);
+    sb__client_hook_tick(c, 1000);
+    CHECK_INT(output(c, &sync), 1);
+    feed_page(c, sync.request_id, 7, 7, 7);
+    CHECK_INT(n_delivered, 5);
+    CHECK_INT(delivered[4], 7);
+    sb_client_free(c);
+}
+
 static void test_own_messages_and_rate_limit(void)
 {
     struct sb_client *c = make_client();
@@ -279,6 +326,7 @@ static void test_arguments(void)
 int main(void)
 {
     test_gap_is_held_and_synced();
+    test_gap_not_stored_yet_is_not_skipped();
     test_own_messages_and_rate_limit();
     test_behind_ping_and_bad_frames();
     test_arguments();
