@@ -18,6 +18,11 @@
 #define JSONOPS_TYPE_MAX 23
 /* A sync page's "limit" above this counts as this. */
 #define JSONOPS_SYNC_LIMIT_MAX 1000
+/* The tokens a request may parse into; the rest of the caller's array holds an escaped name. */
+#define JSONOPS_NAME_SCRATCH_TOKS 8
+#define JSONOPS_PARSE_TOKENS (SB_JSONOPS_MAX_TOKENS - JSONOPS_NAME_SCRATCH_TOKS)
+_Static_assert(JSONOPS_NAME_SCRATCH_TOKS * sizeof(struct sb_json_tok) >= SB_OPS_NAME_MAX,
+               "an unescaped name fits the scratch");
 
 /* ---- list iterators over JSON text ------------------------------------------------------- */
 
@@ -87,7 +92,7 @@ static const char *item_start(const struct sb_ops_list_iter *it, char open)
     if (it->off > l->raw.len) {
         return NULL;
     }
-    return expect(l->raw.base + it->off, end, it->index == 0 ? open : ',');
+    return expect(l->raw.base + it->off, end, (char)(it->index == 0 ? open : ','));
 }
 
 /* An array of strings: items are struct sb_slice. */
@@ -136,6 +141,7 @@ static int next_resume(struct sb_ops_list_iter *it, void *item)
 struct dec {
     const char *json;
     const struct sb_json_tok *t;
+    struct sb_json_tok *toks; /* t, writable: its end is the scratch of an escaped name */
     unsigned flags;
     struct sb_jsonops_error *err;
 };
@@ -227,18 +233,35 @@ static int get_conv(struct dec *d, struct sb_slice *conv)
 /* "name": absent is empty. */
 static int get_name(struct dec *d, struct sb_slice *name)
 {
+    static const char bad[] = "\"name\" must be a string of at most 128 bytes";
     int i = member(d, "name");
 
     if (i < 0) {
         return 0;
     }
-    if (d->t[i].type != SB_JSON_STRING || d->t[i].len > SB_OPS_NAME_MAX) {
-        return fail(d, "\"name\" must be a string of at most 128 bytes");
+    const struct sb_json_tok *t = &d->t[i];
+    if (t->type != SB_JSON_STRING) {
+        return fail(d, bad);
     }
-    if (d->t[i].escaped) {
-        return fail(d, "\"name\" may not contain escapes");
+    if (!t->escaped) {
+        if (t->len > SB_OPS_NAME_MAX) {
+            return fail(d, bad);
+        }
+        *name = tok_text(d, i);
+        return 0;
     }
-    *name = tok_text(d, i);
+    /*
+     * Names are people's text, and many JSON writers escape some of it (Python all non-ASCII,
+     * Go "&", "<" and ">"): such a name is unescaped into the scratch kept free at the end of
+     * the tokens, the one string of an operation that is not read in place.
+     */
+    size_t n = sb_json_unescape(d->json + t->start, t->len, NULL);
+    if (n > SB_OPS_NAME_MAX) {
+        return fail(d, bad);
+    }
+    char *scratch = (char *)(d->toks + JSONOPS_PARSE_TOKENS);
+    sb_json_unescape(d->json + t->start, t->len, scratch);
+    *name = sb_slice_from(scratch, n);
     return 0;
 }
 
@@ -512,9 +535,9 @@ static bool read_type(const struct dec *d, enum sb_op_type *type)
 int sb_jsonops_decode(const char *json, size_t len, enum sb_op_type type, unsigned flags,
                       struct sb_json_tok *toks, struct sb_op *op, struct sb_jsonops_error *err)
 {
-    const struct sb_json_limits lim = {.max_tokens = SB_JSONOPS_MAX_TOKENS,
+    const struct sb_json_limits lim = {.max_tokens = JSONOPS_PARSE_TOKENS,
                                        .max_depth = JSONOPS_MAX_DEPTH};
-    struct dec d = {.json = json, .t = toks, .flags = flags, .err = err};
+    struct dec d = {.json = json, .t = toks, .toks = toks, .flags = flags, .err = err};
 
     memset(op, 0, sizeof(*op));
     err->code = 0;
@@ -944,8 +967,13 @@ ssize_t sb_jsonops_encode(const struct sb_op *op, char *out, size_t cap)
 
 /* ---- bounds ------------------------------------------------------------------------------ */
 
-/* Every object's keys, punctuation and numbers: far more than any object here writes. */
-#define OBJECT_BOUND 512
+/*
+ * An object's keys, punctuation and numbers at their longest (strings counted apart): a server
+ * operation writes at most 282 such bytes (WELCOME), a list item (a message, a conversation, a
+ * device) at most 182. Kept small so that most operations fit a buffer on the stack.
+ */
+#define OBJECT_BOUND 320
+#define ITEM_BOUND 192
 
 /* A string written escaped: at most 6 bytes per byte (\u00XX), and the quotes. */
 static size_t str_bound(struct sb_slice s)
@@ -953,18 +981,34 @@ static size_t str_bound(struct sb_slice s)
     return 6 * s.len + 2;
 }
 
-static size_t body_bound(const struct sb_op_body *b)
+/*
+ * A body of bytes as it will be written: UTF-8 escaped (5 bytes more at most for each byte that
+ * may need an escape), anything else in base64. Bodies are large: 6 bytes a byte is too many.
+ */
+static size_t bytes_bound(struct sb_slice d)
 {
-    size_t b64 = sb_base64_len(b->data.len) + 2;
-    size_t esc = str_bound(b->data);
+    const unsigned char *p = (const unsigned char *)d.base;
+    size_t special = 0;
 
-    return b->form == SB_OP_BODY_BYTES ? (esc > b64 ? esc : b64) : b->data.len + 2;
+    if (d.len > 0 && sb_utf8_validate(p, d.len) < 0) {
+        return sb_base64_len(d.len) + 2;
+    }
+    for (size_t i = 0; i < d.len; i++) {
+        special += p[i] < 0x20 || p[i] == '"' || p[i] == '\\' || p[i] == 0xE2;
+    }
+    return d.len + 5 * special + 2;
 }
 
+static size_t body_bound(const struct sb_op_body *b)
+{
+    return b->form == SB_OP_BODY_BYTES ? bytes_bound(b->data) : b->data.len + 2;
+}
+
+/* A message's strings and body (its object is counted by the caller). */
 static size_t message_bound(const struct sb_op_message *m)
 {
-    return OBJECT_BOUND + str_bound(m->conv) + str_bound(m->from) + str_bound(m->device) +
-           str_bound(m->subject) + body_bound(&m->body);
+    return str_bound(m->conv) + str_bound(m->from) + str_bound(m->device) + str_bound(m->subject) +
+           body_bound(&m->body);
 }
 
 /* The bound of a list of strings (the iteration stops at a broken list: encode refuses it). */
@@ -991,7 +1035,7 @@ static size_t list_bound(const struct sb_op *op)
         struct sb_op_message m;
         sb_ops_list_begin(&it, &op->u.sync_page.messages);
         while (sb_ops_list_next(&it, &m) > 0) {
-            n += message_bound(&m) + 1;
+            n += ITEM_BOUND + message_bound(&m) + 1;
         }
         return n;
     }
@@ -999,7 +1043,7 @@ static size_t list_bound(const struct sb_op *op)
         struct sb_op_conv_summary c;
         sb_ops_list_begin(&it, &op->u.convs.convs);
         while (sb_ops_list_next(&it, &c) > 0) {
-            n += OBJECT_BOUND + str_bound(c.conv) + str_bound(c.name) + str_bound(c.owner);
+            n += ITEM_BOUND + str_bound(c.conv) + str_bound(c.name) + str_bound(c.owner) + 1;
         }
         return n;
     }
@@ -1007,7 +1051,7 @@ static size_t list_bound(const struct sb_op *op)
         struct sb_op_device dev;
         sb_ops_list_begin(&it, &op->u.device_list.devices);
         while (sb_ops_list_next(&it, &dev) > 0) {
-            n += OBJECT_BOUND + str_bound(dev.device);
+            n += ITEM_BOUND + str_bound(dev.device) + 1;
         }
         return n;
     }

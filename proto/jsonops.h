@@ -5,9 +5,10 @@
  *
  * Decoding reads what clients send (HELLO is binary-only, PING/PONG are WebSocket frames, so
  * neither is JSON); encoding writes what the server sends. Decoded operations point into the
- * JSON text (see proto/ops.h): strings that are ids must not be escaped (valid ids never need
- * escapes), names may not contain escapes either, and a "body" is kept as its JSON string
- * literal (SB_OP_BODY_JSON), a "body_b64" as its base64 text (SB_OP_BODY_BASE64). Lists iterate
+ * JSON text (see proto/ops.h): strings that are ids, and cursors, must not be escaped (valid
+ * ones never need escapes), a "body" is kept as its JSON string literal (SB_OP_BODY_JSON), a
+ * "body_b64" as its base64 text (SB_OP_BODY_BASE64). A name (which JSON writers often escape)
+ * is the one exception: escaped, it is unescaped into the caller's token array. Lists iterate
  * over the JSON text of their array or object.
  */
 #ifndef SB_PROTO_JSONOPS_H
@@ -42,9 +43,10 @@ struct sb_jsonops_error {
 /*
  * Decodes one JSON text a client sent into *op (zeroed first). type is the operation's type,
  * or SB_OP_NONE to read it from the "type" member. toks (SB_JSONOPS_MAX_TOKENS of them) is
- * scratch for the tokenizer and may be reused once this returns. Checks every field's
- * presence, JSON type and the limits of proto/ops.h (not max_body, not which characters an id
- * holds: the server's business). Returns 0, or -EBADMSG with *err filled; op->json_id is set
+ * scratch for the tokenizer; an escaped name (CONV_CREATE, CONV_RENAME) is unescaped into it,
+ * so keep it, like json, while op is in use. Checks every field's presence, JSON type and the
+ * limits of proto/ops.h (not max_body, not which characters an id holds: the server's
+ * business). Returns 0, or -EBADMSG with *err filled; op->json_id is set
  * whenever the "id" member was read, so the error can be answered to it.
  */
 int sb_jsonops_decode(const char *json, size_t len, enum sb_op_type type, unsigned flags,
@@ -59,9 +61,13 @@ size_t sb_jsonops_bound(const struct sb_op *op);
 /*
  * Encodes a server operation (WELCOME, ACK, MESSAGE, RECEIPT, TYPING, PRESENCE, SYNC_PAGE,
  * SYNC_DONE, CONV, CONVS, DEVICE_LIST, ERROR, BEHIND, GOAWAY) as one JSON text into out (cap
- * bytes), "id" from op->json_id when non-empty. A body is written as "body" (a JSON body
- * verbatim; BYTES escaped when valid UTF-8) or "body_b64" (BASE64 verbatim; other BYTES
- * encoded). Returns the length, -EINVAL for another type, or -ENOSPC when cap is too small.
+ * bytes), "id" from op->json_id when non-empty (an ACK's falls back to its client_id). Keys and
+ * values are those the server has always written, in the same order: an ERROR's "conv" and
+ * "retry_after_ms" only when set, an ACK's "duplicate" only when true, a CONV's "kind" from its
+ * id ("g:" a group). A body is written as "body" (a JSON body verbatim; BYTES escaped when
+ * valid UTF-8) or "body_b64" (BASE64 verbatim; other BYTES encoded). Returns the length,
+ * -EINVAL for another type, a value outside its enumeration, a string that is not UTF-8 or a
+ * list whose iterator fails, or -ENOSPC when cap is too small.
  */
 ssize_t sb_jsonops_encode(const struct sb_op *op, char *out, size_t cap);
 

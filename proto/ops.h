@@ -1,7 +1,7 @@
 /*
  * The messaging operation set (docs/messaging-design.md), once, as C structs: one tagged union
- * that both encodings (binary frames, proto/binproto.h; JSON, proto/jsonops.h) decode into and encode from.
- * The server handles struct sb_op and never sees an encoding.
+ * that both encodings (binary frames, proto/binproto.h; JSON, proto/jsonops.h) decode into and
+ * encode from. The server handles struct sb_op and never sees an encoding.
  *
  * Decoded operations are zero-copy: every struct sb_slice and every list points into the bytes
  * that were decoded and is valid exactly as long as they are. Lists are (count, the items' raw
@@ -253,7 +253,8 @@ struct sb_op_sync {
 struct sb_op_sync_page {
     uint64_t last_seq; /* the last message's seq; for an empty page the conversation's last */
     bool has_more;     /* SYNC this conversation again from last_seq */
-    bool truncated;    /* messages after the requested seq were gone; the page starts at the oldest kept */
+    bool truncated;    /* messages after the requested seq were gone; the page starts at the oldest
+                          kept */
     struct sb_slice conv;
     struct sb_ops_list messages; /* of struct sb_op_message */
 };

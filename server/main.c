@@ -16,6 +16,7 @@
 #include "core/tls.h"
 #include "server/auth.h"
 #include "server/chat.h"
+#include "proto/binproto.h"
 #include "server/gateway.h"
 #include "server/metrics.h"
 #include "server/presence.h"
@@ -243,7 +244,7 @@ static void reload_tls(struct sb_tls *tls)
         sb_log(SB_LOG_INFO, 0, "SIGHUP: TLS certificates reloaded");
 }
 
-static int serve(const struct sb_settings *st)
+static int serve(struct sb_settings *st)
 {
     char host[256];
     unsigned port;
@@ -264,6 +265,17 @@ static int serve(const struct sb_settings *st)
         sb_log(SB_LOG_ERROR, 0, "recv_buffers must be a power of two (got %" PRId64 ")",
                st->recv_buffers);
         return 2;
+    }
+    /* A message must fit a frame whatever it travels in (a sync page holding only it). */
+    uint64_t body_max = st->max_message_size > SB_BINPROTO_MESSAGE_OVERHEAD
+                            ? st->max_message_size - SB_BINPROTO_MESSAGE_OVERHEAD
+                            : 0;
+    if (st->max_body_size > body_max) {
+        sb_log(SB_LOG_WARN, 0,
+               "max_body_size %" PRIu64 " does not fit max_message_size %" PRIu64
+               " with a message's other fields: bodies are limited to %" PRIu64 " bytes",
+               st->max_body_size, st->max_message_size, body_max);
+        st->max_body_size = body_max;
     }
     struct sb_engine_config ec;
     sb_engine_config_default(&ec);

@@ -78,7 +78,7 @@ const struct sb_setting sb_settings_table[] = {
     {"rate_bytes", SB_SET_SIZE, F(rate_bytes), "1M", 1024, 1073741824, NULL,
      "request bytes per second per device (bursts of twice that)"},
     {"max_body_size", SB_SET_SIZE, F(max_body_size), "64K", 16, 1073741824, NULL,
-     "largest message body (its JSON text); larger sends get too_large"},
+     "largest message body in bytes; larger sends get too_large"},
     {"max_group_members", SB_SET_INT, F(max_group_members), "10000", 2, 1000000, NULL,
      "members per group"},
     {"max_groups_per_user", SB_SET_INT, F(max_groups_per_user), "1000", 1, 1000000, NULL,
