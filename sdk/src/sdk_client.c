@@ -988,9 +988,12 @@ static void handle_error(struct sb_client *c, const struct sb_op *op)
  */
 static void own_message(struct sb_client *c, const struct sb_op_ack *a)
 {
+    /*
+     * A conversation first known from our own ACK starts at 0: the messages before ours may
+     * still be on their way to us (the ACK can overtake them), and none of them is old to us.
+     */
     bool created;
-    struct sb__conv *cv =
-        sb__convs_get(&c->convs, a->conv.base, a->conv.len, start_of_unknown(c, a->seq), &created);
+    struct sb__conv *cv = sb__convs_get(&c->convs, a->conv.base, a->conv.len, 0, &created);
     if (cv == NULL) {
         return;
     }

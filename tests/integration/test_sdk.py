@@ -448,7 +448,7 @@ class SdkTest(unittest.TestCase):
         n = 1500
         run = subprocess.run([exe, "--url", self.tcp(), "--token", mint("ts_a"), "--stress",
                               str(n), "--peer-token", mint("ts_b"), "--users", "ts_a:ts_b"],
-                             capture_output=True, text=True, timeout=240,
+                             capture_output=True, text=True, timeout=280,
                              env=dict(os.environ, TSAN_OPTIONS="halt_on_error=1 exitcode=66"))
         self.assertEqual(run.returncode, 0, run.stdout + run.stderr[-6000:])
         self.assertNotIn("ThreadSanitizer", run.stderr)

@@ -274,6 +274,8 @@ struct stress_side {
     long n;
     pthread_mutex_t lock;
     long acks, got, errors;
+    long server_errors, behinds, drops; /* what else happened, for a failure's report */
+    bool is_connected;
     uint64_t last_seq; /* the last seq delivered: each next one must be above it */
 };
 
@@ -303,6 +305,33 @@ static void stress_msg(struct sb_client *c, const struct sb_client_message *m, v
     }
     s->last_seq = m->seq;
     s->got++;
+    pthread_mutex_unlock(&s->lock);
+}
+
+static void stress_error(struct sb_client *c, const struct sb_client_error *e, void *arg)
+{
+    struct stress_side *s = arg;
+    pthread_mutex_lock(&s->lock);
+    s->server_errors++;
+    pthread_mutex_unlock(&s->lock);
+    out("stress error %s %s %s", sb_client_err_name(e->code), e->conv, e->message);
+}
+
+static void stress_behind(struct sb_client *c, const char *conv, uint64_t seq, void *arg)
+{
+    struct stress_side *s = arg;
+    pthread_mutex_lock(&s->lock);
+    s->behinds++;
+    pthread_mutex_unlock(&s->lock);
+}
+
+static void stress_state(struct sb_client *c, int state, int err,
+                         const struct sb_client_session *session, void *arg)
+{
+    struct stress_side *s = arg;
+    pthread_mutex_lock(&s->lock);
+    s->drops += state == SB_CLIENT_STATE_DISCONNECTED;
+    s->is_connected = s->is_connected || state == SB_CLIENT_STATE_CONNECTED;
     pthread_mutex_unlock(&s->lock);
 }
 
@@ -337,7 +366,9 @@ static int stress(struct sb_client_config *cfg, const char *peer_token, char *us
         sides[i].n = n;
         cfg->token = tokens[i];
         cfg->on_message = stress_msg;
-        cfg->on_state = NULL;
+        cfg->on_state = stress_state;
+        cfg->on_error = stress_error;
+        cfg->on_behind = stress_behind;
         cfg->arg = &sides[i];
         if (sb_client_create(cfg, &sides[i].client) != 0 || sb_client_start(sides[i].client) != 0) {
             return 2;
@@ -351,6 +382,19 @@ static int stress(struct sb_client_config *cfg, const char *peer_token, char *us
     *colon = '\0';
     sides[0].peer = colon + 1;
     sides[1].peer = users;
+    /* Both online first: a client that connects later starts after what was sent before. */
+    for (int tries = 0; tries < 1000; tries++) {
+        bool up = true;
+        for (int i = 0; i < 2; i++) {
+            pthread_mutex_lock(&sides[i].lock);
+            up = up && sides[i].is_connected;
+            pthread_mutex_unlock(&sides[i].lock);
+        }
+        if (up) {
+            break;
+        }
+        usleep(10000);
+    }
     pthread_t th[2];
     for (int i = 0; i < 2; i++) {
         pthread_create(&th[i], NULL, stress_sender, &sides[i]);
@@ -358,7 +402,7 @@ static int stress(struct sb_client_config *cfg, const char *peer_token, char *us
     for (int i = 0; i < 2; i++) {
         pthread_join(th[i], NULL);
     }
-    time_t deadline = time(NULL) + 60;
+    time_t deadline = time(NULL) + 150; /* TSan is slow, and sends are rate limited */
     bool done = false;
     while (!done && time(NULL) < deadline) {
         usleep(20000);
@@ -374,6 +418,8 @@ static int stress(struct sb_client_config *cfg, const char *peer_token, char *us
         sb_client_stop(sides[i].client);
         out("stress %d acks %ld got %ld errors %ld", i, sides[i].acks, sides[i].got,
             sides[i].errors);
+        out("stress %d last_seq %" PRIu64 " server_errors %ld behind %ld disconnects %ld", i,
+            sides[i].last_seq, sides[i].server_errors, sides[i].behinds, sides[i].drops);
         if (sides[i].acks != n || sides[i].got != n || sides[i].errors != 0) {
             rc = 1;
         }
