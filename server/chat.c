@@ -2838,17 +2838,20 @@ static bool rate_ok(const struct chat_in *in, size_t bytes)
     struct chat_device *d = in->d;
     /* The loop's clock (read once per iteration): a request costs no clock read. */
     uint64_t now = sb_worker_now_ms(sb_conn_worker(in->c));
-    double dt = (double)(now - d->refill_ms) / 1000.0;
-    d->refill_ms = now;
-    double mcap = 2.0 * cfg.rate_messages, bcap = 2.0 * (double)cfg.rate_bytes;
-    if (bcap < (double)cfg.max_message_size)
-        bcap = (double)cfg.max_message_size; /* any message the server accepts can pass */
-    d->msg_tokens += dt * cfg.rate_messages;
-    d->byte_tokens += dt * (double)cfg.rate_bytes;
-    if (d->msg_tokens > mcap)
-        d->msg_tokens = mcap;
-    if (d->byte_tokens > bcap)
-        d->byte_tokens = bcap;
+    if (now != d->refill_ms) {
+        /* Refilled once per millisecond at most: requests within one cost no arithmetic. */
+        double dt = (double)(now - d->refill_ms) / 1000.0;
+        d->refill_ms = now;
+        double mcap = 2.0 * cfg.rate_messages, bcap = 2.0 * (double)cfg.rate_bytes;
+        if (bcap < (double)cfg.max_message_size)
+            bcap = (double)cfg.max_message_size; /* any message the server accepts can pass */
+        d->msg_tokens += dt * cfg.rate_messages;
+        d->byte_tokens += dt * (double)cfg.rate_bytes;
+        if (d->msg_tokens > mcap)
+            d->msg_tokens = mcap;
+        if (d->byte_tokens > bcap)
+            d->byte_tokens = bcap;
+    }
     if (d->msg_tokens >= 1.0 && d->byte_tokens >= (double)bytes) {
         d->msg_tokens -= 1.0;
         d->byte_tokens -= (double)bytes;
