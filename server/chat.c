@@ -2923,12 +2923,9 @@ static void dispatch(const struct chat_in *in, const struct sb_op *op)
     case SB_OP_PRESENCE_UNSUB:
         sb_presence_on_op(in->c, op);
         break;
-    case SB_OP_PING: {
-        struct sb_op pong = {.type = SB_OP_PONG, .request_id = op->request_id};
-        pong.u.ping = op->u.ping;
-        sb__session_send_op(in->c, &pong);
+    case SB_OP_PING:
+        sb__session_send_pong(in->c, op->request_id, op->u.ping.data);
         break;
-    }
     case SB_OP_PONG:
         break;
     case SB_OP_HELLO:

@@ -131,6 +131,10 @@ struct sb_chunk *sb__session_chunk(struct sb_worker *w, const struct sb_op *op, 
 struct sb_chunk *sb__session_chunk_of(struct sb_worker *w, const void *data, size_t len,
                                       enum sb_framing f);
 
+/* Answers a PING of a binary session: PONG with its request id and data (at most
+ * SB_OPS_PING_MAX bytes). */
+void sb__session_send_pong(struct sb_conn *c, uint32_t request_id, struct sb_slice data);
+
 /* Encodes op in the session's encoding (a REST request's: JSON) and sends it. */
 void sb__session_send_op(struct sb_conn *c, const struct sb_op *op);
 

@@ -87,6 +87,43 @@ void sb__session_send_op(struct sb_conn *c, const struct sb_op *op)
         free(buf);
 }
 
+void sb__session_send_pong(struct sb_conn *c, uint32_t request_id, struct sb_slice data)
+{
+    /* PONG is the echo every keep-alive and benchmark exercises: its two fields are written
+     * here directly into the output queue (layout: docs/protocol-binary.md; the codec's tests
+     * and test_binary.py read it back) instead of through the table-driven encoder. */
+    const struct sb_session *s = sb_conn_app(c);
+    size_t flen = SB_BINPROTO_HEADER_SIZE + 2 + data.len;
+    uint8_t hdr[SB_WS_MAX_HEADER];
+    size_t hlen =
+        s->state == SB_SESS_RAW ? 0 : sb_ws_encode_header(hdr, true, SB_WS_BINARY, flen, NULL);
+    uint8_t *p = sb_conn_out_reserve(c, hlen + flen);
+    if (!p) {
+        sb_conn_close(c, -ENOMEM);
+        return;
+    }
+    memcpy(p, hdr, hlen);
+    p += hlen;
+    uint32_t len = (uint32_t)(flen - 4);
+    const uint8_t head[] = {(uint8_t)(len >> 24),
+                            (uint8_t)(len >> 16),
+                            (uint8_t)(len >> 8),
+                            (uint8_t)len,
+                            SB_BINPROTO_VERSION,
+                            SB_OP_PONG,
+                            0,
+                            0,
+                            (uint8_t)(request_id >> 24),
+                            (uint8_t)(request_id >> 16),
+                            (uint8_t)(request_id >> 8),
+                            (uint8_t)request_id,
+                            (uint8_t)(data.len >> 8),
+                            (uint8_t)data.len};
+    memcpy(p, head, sizeof(head));
+    if (data.len)
+        memcpy(p + sizeof(head), data.base, data.len);
+}
+
 void sb__session_close(struct sb_conn *c, uint16_t ws_code, const char *reason)
 {
     struct sb_session *s = sb_conn_app(c);
