@@ -25,6 +25,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -702,3 +703,16 @@ def wait_until(pred, timeout, interval=0.05):
         if value or time.monotonic() >= deadline:
             return value
         time.sleep(interval)
+
+
+def shutdown_and_join(sock, thread, timeout=5.0):
+    """Closes a socket that `thread` may be blocked on (accept() or recv()): shutdown() wakes the
+    thread, which must have returned before close() frees the descriptor number. A thread still
+    inside the call would otherwise go on with whatever socket reuses that number next."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # not connected: recv() already returned
+    if thread is not threading.current_thread():
+        thread.join(timeout)
+    sock.close()

@@ -153,7 +153,8 @@ class Proxy:
         self.pairs = []
         self.lock = threading.Lock()
         self.closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.acceptor = threading.Thread(target=self._accept, daemon=True)
+        self.acceptor.start()
 
     def _accept(self):
         while not self.closed:
@@ -167,10 +168,12 @@ class Proxy:
             except OSError:
                 c.close()  # the server is down: the client sees a closed connection
                 continue
+            pumps = [threading.Thread(target=self._pump, args=(a, b), daemon=True)
+                     for a, b in ((c, s), (s, c))]
             with self.lock:
-                self.pairs.append((c, s))
-            for a, b in ((c, s), (s, c)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+                self.pairs.append((c, s, pumps))
+            for t in pumps:
+                t.start()
 
     def _pump(self, a, b):
         try:
@@ -190,18 +193,22 @@ class Proxy:
     def cut(self):
         with self.lock:
             pairs, self.pairs = self.pairs, []
-        for pair in pairs:
-            for x in pair:
+        for c, s, pumps in pairs:
+            for x in (c, s):
                 try:
                     x.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
-                x.close()
+            # The pumps must be out of recv() before the descriptors are freed for reuse.
+            for t in pumps:
+                t.join(5)
+            c.close()
+            s.close()
         return len(pairs)
 
     def close(self):
         self.closed = True
-        self.lsock.close()
+        sbtest.shutdown_and_join(self.lsock, self.acceptor)
         self.cut()
 
 

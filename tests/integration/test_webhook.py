@@ -352,8 +352,9 @@ class RawReceiver:
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(16)
         self.port = self.sock.getsockname()[1]
-        self.open = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.open = []  # (connection, the thread serving it)
+        self.acceptor = threading.Thread(target=self._accept, daemon=True)
+        self.acceptor.start()
 
     def _accept(self):
         while True:
@@ -361,9 +362,10 @@ class RawReceiver:
                 c, _ = self.sock.accept()
             except OSError:
                 return
+            t = threading.Thread(target=self._serve, args=(c,), daemon=True)
             with self.lock:
-                self.open.append(c)
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+                self.open.append((c, t))
+            t.start()
 
     def _serve(self, c):
         buf = b""
@@ -393,10 +395,14 @@ class RawReceiver:
             return
 
     def close(self):
-        self.sock.close()
+        # shutdown() wakes the threads blocked in accept() and recv(); they must be gone before
+        # close() frees the descriptors: a thread that still held the number would accept or read
+        # on whatever socket the next test opens with it (it stole later suites' webhook POSTs).
+        sbtest.shutdown_and_join(self.sock, self.acceptor)
         with self.lock:
-            for c in self.open:
-                c.close()
+            conns, self.open = self.open, []
+        for c, t in conns:
+            sbtest.shutdown_and_join(c, t)
 
 
 class WebhookMisbehavingReceiverTest(sbtest.ServerTestCase):
