@@ -230,6 +230,16 @@ struct sb_conn *sb_worker_connect(struct sb_worker *w, unsigned client, const st
 static void *worker_main(void *arg);
 static void mailbox_free(struct sb_worker *w);
 
+int sb_engine_on_start(struct sb_engine *e, sb_mail_cb fn, void *arg)
+{
+    if (e->non_start == SB_MAX_START_HOOKS)
+        return -EINVAL;
+    e->on_start[e->non_start].fn = fn;
+    e->on_start[e->non_start].arg = arg;
+    e->non_start++;
+    return 0;
+}
+
 int sb_engine_start(struct sb_engine *e)
 {
     pthread_barrier_init(&e->started, NULL, e->nworkers + 1);
@@ -822,8 +832,11 @@ static void *worker_main(void *arg)
         atomic_store(&e->start_err, r);
     }
     pthread_barrier_wait(&e->started);
-    if (atomic_load(&e->start_err) == 0)
+    if (atomic_load(&e->start_err) == 0) {
+        for (unsigned i = 0; i < e->non_start; i++)
+            e->on_start[i].fn(w, e->on_start[i].arg);
         worker_loop(w);
+    }
     sb__io_exit(w);
     sb__conn_free_pools(w);
     return NULL;

@@ -128,6 +128,14 @@ int sb_engine_set_transport(struct sb_engine *e, unsigned port, const struct sb_
  */
 int sb_engine_add_client(struct sb_engine *e, const struct sb_conn_ops *ops, unsigned *client);
 
+/*
+ * Runs fn(w, arg) on every worker as it starts, before its loop (timers of modules that work on
+ * their own, say). Call before sb_engine_start; at most SB_MAX_START_HOOKS. Returns 0 or -EINVAL.
+ */
+#define SB_MAX_START_HOOKS 4
+typedef void (*sb_mail_cb)(struct sb_worker *w, void *arg);
+int sb_engine_on_start(struct sb_engine *e, sb_mail_cb fn, void *arg);
+
 /* Starts the workers; returns when all have set up their rings, or -errno if one failed. */
 int sb_engine_start(struct sb_engine *e);
 
@@ -166,7 +174,6 @@ struct sb_engine *sb_worker_engine(const struct sb_worker *w);
 /* Monotonic milliseconds, refreshed once per loop iteration. */
 uint64_t sb_worker_now_ms(const struct sb_worker *w);
 
-typedef void (*sb_mail_cb)(struct sb_worker *w, void *arg);
 /*
  * Runs fn(target, arg) on worker `to` soon (on `from` itself if to == from, in its next loop
  * iteration). Messages from one worker to another run in the order posted. Never fails for lack

@@ -186,6 +186,11 @@ struct sb_engine {
     bool has_barrier; /* started is initialised (sb_engine_start ran) */
     atomic_int start_err;
     bool running;
+    struct {
+        void (*fn)(struct sb_worker *w, void *arg);
+        void *arg;
+    } on_start[SB_MAX_START_HOOKS];
+    unsigned non_start;
 };
 
 /* engine.c */

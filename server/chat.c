@@ -403,6 +403,23 @@ static struct chat_user *user_get(struct chat_shard *sh, const char *id, size_t 
     return u;
 }
 
+void sb_chat_each_user(struct sb_worker *w, void (*fn)(void *arg, const char *user, size_t len),
+                       void *arg)
+{
+    const struct sb_table *t = &my_shard(w)->users;
+    for (size_t i = 0; i < t->cap; i++) {
+        const struct chat_user *u = t->slots[i].obj;
+        if (t->slots[i].hash && u->ndevices)
+            fn(arg, u->id, u->id_len);
+    }
+}
+
+unsigned sb_chat_devices(struct sb_worker *w, const char *user, size_t len)
+{
+    const struct chat_user *u = sb_table_get(&my_shard(w)->users, user, len);
+    return u ? u->ndevices : 0;
+}
+
 /* A user with no device and no conversation takes no memory. */
 static void user_release(struct chat_shard *sh, struct chat_user *u)
 {
@@ -530,6 +547,7 @@ int sb_chat_register(struct sb_conn *c, struct sb_chat_login *login)
     u->ndevices++;
     s->chat = d;
     s->chat_registered = true;
+    sb_registry_user(sb_conn_worker(c), sb__gw.registry, u->id, u->id_len, u->ndevices);
 
     struct sb_op op = {.type = SB_OP_WELCOME, .request_id = login->hello_id};
     op.u.welcome = (struct sb_op_welcome){
@@ -571,6 +589,7 @@ void sb_chat_unregister(struct sb_conn *c)
         }
     }
     u->ndevices--;
+    sb_registry_user(sb_conn_worker(c), sb__gw.registry, u->id, u->id_len, u->ndevices);
     free(d->behind);
     free(d);
     s->chat = NULL;

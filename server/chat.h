@@ -53,6 +53,12 @@ struct sb_chat_config {
 /* Allocates one shard per worker. Returns 0 or -ENOMEM. */
 int sb_chat_init(const struct sb_chat_config *cfg);
 
+/* The users with devices on this worker (their home), for the cluster registry. Worker. */
+void sb_chat_each_user(struct sb_worker *w, void (*fn)(void *arg, const char *user, size_t len),
+                       void *arg);
+/* How many devices user has online on this worker (its home worker). Worker. */
+unsigned sb_chat_devices(struct sb_worker *w, const char *user, size_t len);
+
 /* Frees every shard. Call after sb_store_close (entries may be in its batches until then). */
 void sb_chat_free(void);
 

@@ -85,12 +85,21 @@ static void route_health(struct sb_conn *c, bool keep_alive)
 {
     struct sb_engine *e = sb__gw.engine;
     struct sb_worker *w = sb_conn_worker(c);
-    char body[256];
+    /* Degraded (cluster mode, Redis unreachable) still answers 200: the node serves its own
+     * connections; a load balancer should keep it, an operator should look. */
+    int err = sb_registry_status(sb__gw.registry);
+    char why[160] = "";
+    if (err)
+        snprintf(why, sizeof(why), ",\"reason\":\"redis: %s\"", sb_redis_strerror(err));
+    char node[SB_NODE_ID_MAX + 16] = "";
+    if (sb__gw.registry)
+        snprintf(node, sizeof(node), ",\"node\":\"%s\"", sb_registry_node_id(sb__gw.registry));
+    char body[512];
     snprintf(body, sizeof(body),
-             "{\"status\":\"healthy\",\"version\":\"%s\",\"workers\":%u,\"connections\":%" PRIu64
-             ",\"uptime_s\":%" PRIu64 "}\n",
-             SB_VERSION, sb_engine_workers(e), sb_engine_connections(e),
-             (sb_worker_now_ms(w) - started_ms) / 1000);
+             "{\"status\":\"%s\"%s,\"version\":\"%s\",\"workers\":%u,\"connections\":%" PRIu64
+             ",\"uptime_s\":%" PRIu64 "%s}\n",
+             err ? "degraded" : "healthy", why, SB_VERSION, sb_engine_workers(e),
+             sb_engine_connections(e), (sb_worker_now_ms(w) - started_ms) / 1000, node);
     respond(c, 200, "Cache-Control: no-store\r\n", "application/json", body, keep_alive);
 }
 

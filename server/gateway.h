@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "cluster/registry.h"
 #include "core/engine.h"
 #include "server/auth.h"
 #include "proto/http.h"
@@ -24,8 +25,9 @@ struct sb_gateway_config {
     uint64_t max_message_size;
     struct sb_http_limits http_limits;
     bool echo;
-    const struct sb_auth *auth; /* for /ws */
-    int metrics_access;         /* enum sb_metrics_access */
+    const struct sb_auth *auth;   /* for /ws */
+    int metrics_access;           /* enum sb_metrics_access */
+    struct sb_registry *registry; /* cluster mode: where users are; NULL standalone */
 };
 
 /* Sets the configuration every connection uses. Main thread, before sb_engine_start. Returns 0

@@ -313,6 +313,7 @@ static int serve(struct sb_settings *st)
     struct sb_tls *tls = NULL;
     struct sb_store *store = NULL;
     struct sb_redis *redis = NULL;
+    struct sb_registry *registry = NULL;
     bool started = false;
     struct sb_presence_config pc = {.workers = sb_engine_workers(e),
                                     .grace_ms = (uint64_t)st->presence_grace_ms,
@@ -347,6 +348,18 @@ static int serve(struct sb_settings *st)
         goto out;
     }
     sb_metrics_set_redis(redis);
+    struct sb_registry_config reg_cfg = {
+        .name = st->node_name,
+        .heartbeat_ms = (unsigned)st->cluster_heartbeat_ms,
+        .ttl_ms = (unsigned)st->cluster_node_ttl_ms,
+        .each_user = sb_chat_each_user,
+        .devices = sb_chat_devices,
+    };
+    r = sb_registry_create(e, redis, &reg_cfg, &registry);
+    if (r < 0) {
+        rc = r == -ENOMEM ? 1 : 2;
+        goto out;
+    }
     struct sb_gateway_config gc = {
         .engine = e,
         .handshake_timeout_ms = (uint64_t)st->handshake_timeout_ms,
@@ -359,6 +372,7 @@ static int serve(struct sb_settings *st)
         .echo = st->echo,
         .auth = &auth,
         .metrics_access = st->metrics,
+        .registry = registry,
     };
     if (sb_gateway_init(&gc) < 0) {
         sb_log(SB_LOG_ERROR, -ENOMEM, "cannot start");
@@ -401,6 +415,7 @@ static int serve(struct sb_settings *st)
     }
     sb_webhook_stop();
     sb_presence_stop();
+    sb_registry_stop(registry);
     sb_redis_stop(redis);
     sb_engine_stop(e);
     sb_engine_wait(e);
@@ -413,6 +428,7 @@ out:
     sb_gateway_free();
     sb_webhook_free();
     sb_presence_free();
+    sb_registry_free(registry);
     sb_redis_free(redis);
     sb_metrics_free();
     if (started)

@@ -209,7 +209,7 @@ static void connections_stats(struct sb_conn *c, bool keep_alive)
 {
     struct sb_engine *e = sb__gw.engine;
     unsigned n = sb_engine_workers(e);
-    size_t cap = 128 + (size_t)n * 160;
+    size_t cap = 128 + (size_t)n * 160 + (sb__gw.registry ? SB_REGISTRY_MAX_NODES * 240 : 0);
     char *buf = malloc(cap);
     if (!buf) {
         respond_problem(c, 503, NULL, "unavailable", "out of memory; retry", false);
@@ -227,7 +227,18 @@ static void connections_stats(struct sb_conn *c, bool keep_alive)
                                 i ? "," : "", i, st.connections, st.accepted, st.bytes_in,
                                 st.bytes_out);
     }
-    len += (size_t)snprintf(buf + len, cap - len, "]}");
+    len += (size_t)snprintf(buf + len, cap - len, "]");
+    if (sb__gw.registry) {
+        /* Every live node, as this worker last heard them (at most one heartbeat ago). */
+        unsigned long long total;
+        len +=
+            (size_t)snprintf(buf + len, cap - len,
+                             ",\"node\":\"%s\",\"nodes\":", sb_registry_node_id(sb__gw.registry));
+        len += sb_registry_nodes_json(sb_conn_worker(c), sb__gw.registry, buf + len, cap - len,
+                                      &total);
+        len += (size_t)snprintf(buf + len, cap - len, ",\"cluster_connections\":%llu", total);
+    }
+    len += (size_t)snprintf(buf + len, cap - len, "}");
     respond_json(c, 200, NULL, buf, len, keep_alive);
     free(buf);
 }

@@ -131,5 +131,11 @@ const struct sb_setting sb_settings_table[] = {
      "time to connect to a Redis node, and for each command's answer"},
     {"redis_queue", SB_SET_INT, F(redis_queue), "10000", 1, 1000000, NULL,
      "Redis commands waiting or in flight per connection (per worker and node) at most"},
+    {"node_name", SB_SET_STR, F(node_name), "", 0, 0, NULL,
+     "this node's name in a cluster (its id adds a suffix per start); empty = the host name"},
+    {"cluster_heartbeat_ms", SB_SET_INT, F(cluster_heartbeat_ms), "1000", 100, 60000, NULL,
+     "cluster: how often each worker renews this node's liveness in Redis"},
+    {"cluster_node_ttl_ms", SB_SET_INT, F(cluster_node_ttl_ms), "5000", 300, 600000, NULL,
+     "cluster: a node not heard from for this long is dead (its users offline); >= 2 heartbeats"},
     {0},
 };

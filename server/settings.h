@@ -70,6 +70,9 @@ struct sb_settings {
     char *redis_password;
     int64_t redis_timeout_ms;
     int64_t redis_queue;
+    char *node_name;
+    int64_t cluster_heartbeat_ms;
+    int64_t cluster_node_ttl_ms;
 };
 
 extern const struct sb_setting sb_settings_table[];

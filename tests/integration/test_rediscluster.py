@@ -2,6 +2,7 @@
 ok, fails over when a master dies, stops only its own processes and restarts with its state.
 And the server's redis_* settings: checked at start, the client's counters in /metrics."""
 
+import json
 import os
 import subprocess
 import time
@@ -12,6 +13,15 @@ import rediscluster
 import sbtest
 
 TOOL = rediscluster._TOOL
+
+
+def alive(pid):
+    """Whether pid runs (a zombie does not)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def wait_for(cond, timeout):
@@ -50,8 +60,7 @@ class RedisClusterToolTest(unittest.TestCase):
                                timeout=30)
             self.assertEqual(r.returncode, 0, r.stderr)
             for p in pids:
-                self.assertFalse(os.path.exists("/proc/%d" % p) and
-                                 open("/proc/%d/stat" % p).read().split()[2] != "Z")
+                self.assertFalse(alive(p), p)
 
             # Started again, every node comes back (the old master as a replica).
             rc.start()
@@ -60,7 +69,7 @@ class RedisClusterToolTest(unittest.TestCase):
 
 
 class RedisSettingsTest(unittest.TestCase):
-    """The client connects on its first command (none yet): no Redis needs to run here."""
+    """Seeds where no Redis listens: the node runs, degraded (no Redis needs to run here)."""
 
     def test_metrics_and_clean_stop(self):
         with sbtest.Server(redis_nodes="127.0.0.1:1,localhost:2", redis_timeout_ms=500,
@@ -69,9 +78,16 @@ class RedisSettingsTest(unittest.TestCase):
             self.assertIn("redis: cluster mode, seeds 127.0.0.1:1,localhost:2", log)
             with urllib.request.urlopen(f"http://127.0.0.1:{srv.port}/metrics", timeout=10) as r:
                 body = r.read().decode()
-            for name in ("commands", "errors", "timeouts", "moved", "ask", "reconnects",
-                         "topology_refreshes"):
+            for name in ("moved", "ask", "topology_refreshes"):
                 self.assertIn(f"\nswitchboard_redis_{name}_total 0\n", body)
+            # The registry's heartbeats are the only commands; none can be sent.
+            for name in ("commands", "errors", "timeouts", "reconnects"):
+                self.assertRegex(body, f"\nswitchboard_redis_{name}_total \\d+\n")
+            with urllib.request.urlopen(f"http://127.0.0.1:{srv.port}/api/health",
+                                        timeout=10) as r:
+                health = json.loads(r.read())
+            self.assertEqual(health["status"], "degraded")
+            self.assertIn("unreachable", health["reason"])
             self.assertEqual(srv.stop(), 0)
             self.assertNotIn(" ERROR ", srv.read_log())
 
