@@ -3,7 +3,7 @@ PRESET ?= release
 BUILD := build/$(PRESET)
 ARGS ?=
 
-.PHONY: all setup build run run-tls test test-openssl test-fast bench format clean
+.PHONY: all setup build run run-tls run-cluster test test-openssl test-fast bench format clean
 
 all: build
 
@@ -27,6 +27,11 @@ run-tls: build
 	tools/dev-cert build/dev-cert
 	$(BUILD)/switchboard serve --tls-listen 127.0.0.1:8443 --binary-tls-listen 127.0.0.1:7443 \
 		--tls-cert build/dev-cert/server.pem --tls-key build/dev-cert/server.key $(ARGS)
+
+# A Redis Cluster (3+3, ports 7100-7105) and two nodes: a on 127.0.0.1:8080, b on 127.0.0.1:8081
+# (see "Redis Cluster" in docs/operations.md). Ctrl-C stops everything.
+run-cluster: build
+	tools/run-cluster $(BUILD)/switchboard $(ARGS)
 
 # The whole suite: unit + integration on the full io_uring feature set, again with the Linux 5.15
 # feature set forced, then everything (with a short fuzz run) under ASan+UBSan.
