@@ -22,6 +22,7 @@
 #define REPLAY_TICK_MS 10      /* (the engine's timer granularity) */
 #define TOUCHED_MAX 1000000    /* users remembered while degraded, per worker */
 #define USER_KEY_MAX (8 + 256) /* "sb:u:{" user "}" */
+#define VALUE_MAX 4096         /* a registry entry: count and device ids */
 
 /*
  * One script per heartbeat: renew, forget the long dead, answer the live nodes with their info.
@@ -235,7 +236,8 @@ static void start_replay(struct rworker *rw)
         if (!s)
             continue;
         rw->touched.ids[i] = NULL;
-        if (!rw->full || rw->g->cfg.devices(rw->w, s + 1, (uint8_t)s[0]) == 0)
+        char none[1];
+        if (!rw->full || rw->g->cfg.devices(rw->w, s + 1, (uint8_t)s[0], none, 1) == 0)
             replay_add(rw, s + 1, (uint8_t)s[0]); /* (else each_user had it) */
         free(s);
     }
@@ -271,12 +273,13 @@ static void written(struct sb_worker *w, void *arg, int err, const redisReply *r
 static void write_user(struct rworker *rw, const char *user, size_t len)
 {
     struct sb_registry *g = rw->g;
-    unsigned devices = g->cfg.devices(rw->w, user, len);
-    char key[USER_KEY_MAX], field[SB_NODE_ID_MAX + 16], count[16];
+    char ids[VALUE_MAX - 16], value[VALUE_MAX];
+    unsigned devices = g->cfg.devices(rw->w, user, len, ids, sizeof(ids));
+    char key[USER_KEY_MAX], field[SB_NODE_ID_MAX + 16];
     size_t klen = user_key(key, user, len), flen = field_of(g, rw->w, field, sizeof(field));
-    int clen = snprintf(count, sizeof(count), "%u", devices);
-    const char *argv[4] = {devices ? "HSET" : "HDEL", key, field, count};
-    size_t argvlen[4] = {4, klen, flen, (size_t)clen};
+    int vlen = snprintf(value, sizeof(value), "%u%s%s", devices, *ids ? " " : "", ids);
+    const char *argv[4] = {devices ? "HSET" : "HDEL", key, field, value};
+    size_t argvlen[4] = {4, klen, flen, vlen < 0 ? 0 : (size_t)vlen};
     struct write_ctx *x = malloc(sizeof(*x) + len);
     if (!x) {
         degrade(rw, -ENOMEM, false);
@@ -418,6 +421,109 @@ static void worker_start(struct sb_worker *w, void *arg)
     rw->beat.cb = beat_due;
     rw->replay.cb = replay_due;
     beat_due(w, &rw->beat);
+}
+
+/* ---- lookups ---------------------------------------------------------------------------- */
+
+struct lookup_ctx {
+    struct rworker *rw;
+    sb_registry_lookup_cb cb;
+    void *arg;
+    size_t len;
+    char user[];
+};
+
+static bool is_live(const struct rworker *rw, const char *id, size_t len)
+{
+    if (len == strlen(rw->g->id) && memcmp(id, rw->g->id, len) == 0)
+        return true;
+    /* Until this worker has heard the live nodes, or while Redis is away, nobody is dead. */
+    if (!rw->live || atomic_load(&rw->err) != 0)
+        return true;
+    for (size_t i = 0; i < rw->nlive; i++) {
+        if (strlen(rw->live[i].id) == len && memcmp(rw->live[i].id, id, len) == 0)
+            return true;
+    }
+    return false;
+}
+
+static void ignore_answer(struct sb_worker *w, void *arg, int err, const redisReply *reply)
+{
+    (void)w, (void)arg, (void)err, (void)reply;
+}
+
+static void looked_up(struct sb_worker *w, void *arg, int err, const redisReply *reply)
+{
+    struct lookup_ctx *x = arg;
+    struct rworker *rw = x->rw;
+    if (err == 0 && reply->type != REDIS_REPLY_ARRAY)
+        err = -EPROTO;
+    size_t n = err == 0 ? reply->elements / 2 : 0, k = 0;
+    struct sb_registry_loc *locs = err == 0 ? calloc(n ? n : 1, sizeof(*locs)) : NULL;
+    if (err == 0 && !locs)
+        err = -ENOMEM;
+    if (err < 0) {
+        x->cb(w, x->arg, err, NULL, 0);
+        free(x);
+        return;
+    }
+    char key[USER_KEY_MAX];
+    size_t klen = user_key(key, x->user, x->len);
+    for (size_t i = 0; i < n; i++) {
+        const redisReply *f = reply->element[2 * i], *v = reply->element[2 * i + 1];
+        if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING || v->len == 0)
+            continue;
+        const char *slash = memrchr(f->str, '/', f->len);
+        size_t idlen = slash ? (size_t)(slash - f->str) : 0;
+        if (idlen == 0 || idlen > SB_NODE_ID_MAX)
+            continue; /* not ours */
+        if (!is_live(rw, f->str, idlen)) {
+            /* A dead node's entry: clean it up on the way (nobody waits for the answer). */
+            const char *argv[3] = {"HDEL", key, f->str};
+            size_t argvlen[3] = {4, klen, f->len};
+            (void)sb_redis_cmd(w, rw->g->redis, key, klen, 3, argv, argvlen, ignore_answer, NULL);
+            continue;
+        }
+        /* "<count>[ <ids>]" */
+        unsigned long count = 0;
+        size_t p = 0;
+        while (p < v->len && v->str[p] >= '0' && v->str[p] <= '9' && count < 1000000)
+            count = count * 10 + (unsigned long)(v->str[p++] - '0');
+        if (count == 0)
+            continue;
+        if (p < v->len && v->str[p] == ' ')
+            p++;
+        locs[k] = (struct sb_registry_loc){.node = f->str,
+                                           .node_len = idlen,
+                                           .worker = (unsigned)strtoul(slash + 1, NULL, 10),
+                                           .devices = (unsigned)count,
+                                           .ids = v->str + p,
+                                           .ids_len = v->len - p};
+        k++;
+    }
+    x->cb(w, x->arg, 0, locs, k);
+    free(locs);
+    free(x);
+}
+
+int sb_registry_lookup(struct sb_worker *w, struct sb_registry *g, const char *user, size_t len,
+                       sb_registry_lookup_cb cb, void *arg)
+{
+    if (len == 0 || len > 255)
+        return -EINVAL;
+    struct lookup_ctx *x = malloc(sizeof(*x) + len);
+    if (!x)
+        return -ENOMEM;
+    *x = (struct lookup_ctx){.rw = rw_of(g, w), .cb = cb, .arg = arg, .len = len};
+    memcpy(x->user, user, len);
+    char key[USER_KEY_MAX];
+    size_t klen = user_key(key, user, len);
+    const char *argv[2] = {"HGETALL", key};
+    size_t argvlen[2] = {7, klen};
+    int r = sb_redis_cmd(w, g->redis, key, klen, 2, argv, argvlen, looked_up, x);
+    if (r < 0)
+        free(x);
+    return r;
 }
 
 /* ---- status ------------------------------------------------------------------------------ */

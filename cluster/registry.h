@@ -4,14 +4,15 @@
  * Keys (DESIGN.md §6; hash tags keep each multi-key step in one slot):
  *   sb:{nodes}       ZSET  node id -> the Redis time (ms) of its last heartbeat
  *   sb:{nodes}:info  HASH  node id -> {"name":..,"workers":..,"connections":..,"started_ms":..}
- *   sb:u:{<user>}    HASH  "<node id>/<worker>" -> devices of the user on that worker of that node
+ *   sb:u:{<user>}    HASH  "<node id>/<worker>" -> "<devices> <device id> <device id> ..." (the
+ *                          user's devices on that worker of that node; ids while they fit 4 KiB)
  *
  * A node id is node_name plus a suffix drawn at each start ("api-1~5f3a9c01"), so entries a
  * previous run of the same node left behind belong to a node that is dead. Each worker renews
  * the node's heartbeat every heartbeat_ms with one script that also returns the live nodes (those
  * heard from within ttl_ms, by Redis's clock: node clocks may disagree); a node silent for
- * 10 x ttl_ms is forgotten. A user's entries that name a node not in the live set are stale
- * (routing, which reads them, ignores them).
+ * 10 x ttl_ms is forgotten. Lookups ignore a user's entries that name a node not in the live
+ * set, and delete them.
  *
  * The user's home worker writes its entry when the user's device count on this node changes
  * (HSET, or HDEL at 0). While Redis is unreachable the worker is degraded (sb_registry_status);
@@ -40,8 +41,10 @@ struct sb_registry;
 /* The application's users on a worker: calls fn for each user with devices on it. */
 typedef void (*sb_registry_user_fn)(void *arg, const char *user, size_t len);
 typedef void (*sb_registry_each_fn)(struct sb_worker *w, sb_registry_user_fn fn, void *arg);
-/* How many devices user has on this worker (its home worker) now. */
-typedef unsigned (*sb_registry_devices_fn)(struct sb_worker *w, const char *user, size_t len);
+/* How many devices user has on this worker (its home worker) now; their ids, separated by
+ * spaces, into ids[0..cap) as far as they fit, NUL-terminated. */
+typedef unsigned (*sb_registry_devices_fn)(struct sb_worker *w, const char *user, size_t len,
+                                           char *ids, size_t cap);
 
 struct sb_registry_config {
     const char *name;      /* node_name; NULL or "" = the host name */
@@ -62,6 +65,23 @@ const char *sb_registry_node_id(const struct sb_registry *g);
 /* The user's device count on this worker changed to `devices` (0: none left). */
 void sb_registry_user(struct sb_worker *w, struct sb_registry *g, const char *user, size_t len,
                       unsigned devices);
+
+/* A user's devices on one worker of a live node. */
+struct sb_registry_loc {
+    const char *node; /* its id */
+    size_t node_len;
+    unsigned worker;
+    unsigned devices;
+    const char *ids; /* "<id> <id> ..." (maybe fewer than devices) */
+    size_t ids_len;
+};
+/* cb runs once, later, on this worker: err = 0 and the user's entries on live nodes (valid
+ * during the call), or a Redis error and none. Entries of dead nodes are deleted on the way. */
+typedef void (*sb_registry_lookup_cb)(struct sb_worker *w, void *arg, int err,
+                                      const struct sb_registry_loc *locs, size_t n);
+/* Returns 0 (cb will run) or -errno (it will not; see sb_redis_cmd). Worker. */
+int sb_registry_lookup(struct sb_worker *w, struct sb_registry *g, const char *user, size_t len,
+                       sb_registry_lookup_cb cb, void *arg);
 
 /*
  * 0 when every worker's last heartbeat succeeded; else the error of the first worker that is

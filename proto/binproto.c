@@ -171,6 +171,7 @@ static const struct field device_fields[] = {
     F(K_U64, struct sb_op_device, queued_bytes, 0, 0),
     F(K_U32, struct sb_op_device, behind, 0, 0),
     F(K_STR8, struct sb_op_device, device, 1, SB_OPS_DEVICE_MAX),
+    F(K_STR8, struct sb_op_device, node, 0, SB_OPS_NODE_MAX),
 };
 
 static const struct layout item_layouts[I_COUNT] = {

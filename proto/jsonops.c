@@ -800,6 +800,8 @@ static int put_device_list(struct sb_json_writer *w, const struct sb_op *op)
         put_key_uint(w, "connected_s", dev.connected_s);
         put_key_uint(w, "queued_bytes", dev.queued_bytes);
         put_key_uint(w, "behind", dev.behind);
+        if (dev.node.len)
+            put_key_str(w, "node", dev.node);
         sb_json_end_object(w);
     }
     sb_json_end_array(w);
@@ -1051,7 +1053,7 @@ static size_t list_bound(const struct sb_op *op)
         struct sb_op_device dev;
         sb_ops_list_begin(&it, &op->u.device_list.devices);
         while (sb_ops_list_next(&it, &dev) > 0) {
-            n += ITEM_BOUND + str_bound(dev.device) + 1;
+            n += ITEM_BOUND + str_bound(dev.device) + str_bound(dev.node) + 1;
         }
         return n;
     }

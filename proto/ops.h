@@ -24,6 +24,7 @@
 #define SB_OPS_TOKEN_MAX 8192   /* HELLO token */
 #define SB_OPS_USER_MAX 64      /* user id */
 #define SB_OPS_DEVICE_MAX 32    /* device id */
+#define SB_OPS_NODE_MAX 80      /* cluster node id */
 #define SB_OPS_CLIENT_ID_MAX 64 /* client id of a SEND (the de-duplication key) */
 #define SB_OPS_CONV_MAX 132     /* conversation id: "dm:" + user + ":" + user */
 #define SB_OPS_NAME_MAX 128     /* conversation name */
@@ -316,6 +317,9 @@ struct sb_op_device {
     uint64_t queued_bytes; /* output waiting to be sent to it */
     uint32_t behind;       /* conversations it is behind in */
     struct sb_slice device;
+    /* Cluster mode: the node it is connected to (the others' devices have no session, age,
+     * queue or behind: 0). Empty standalone. */
+    struct sb_slice node;
 };
 
 struct sb_op_device_list {

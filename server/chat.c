@@ -414,9 +414,21 @@ void sb_chat_each_user(struct sb_worker *w, void (*fn)(void *arg, const char *us
     }
 }
 
-unsigned sb_chat_devices(struct sb_worker *w, const char *user, size_t len)
+unsigned sb_chat_devices(struct sb_worker *w, const char *user, size_t len, char *ids, size_t cap)
 {
     const struct chat_user *u = sb_table_get(&my_shard(w)->users, user, len);
+    size_t at = 0;
+    for (const struct chat_device *d = u ? u->devices : NULL; d; d = d->next) {
+        size_t n = strlen(d->id);
+        if (at + (at ? 1 : 0) + n + 1 > cap)
+            break;
+        if (at)
+            ids[at++] = ' ';
+        memcpy(ids + at, d->id, n);
+        at += n;
+    }
+    if (cap)
+        ids[at] = '\0';
     return u ? u->ndevices : 0;
 }
 
@@ -2789,32 +2801,99 @@ static void list_begin(struct sb_worker *w, const struct chat_req *r)
         gather_finish(w, g);
 }
 
-/* The user's devices online (`devices`). */
-static void devices_list(struct sb_worker *w, const struct chat_req *r)
+/* A `devices` waiting for the registry (cluster mode): whom to answer. */
+struct devices_wait {
+    struct chat_to to;
+    char user[SB_USER_ID_MAX + 1];
+    char json_id[SB_CLIENT_ID_MAX + 1];
+};
+
+/* Answers `devices`: the user's devices here, and (cluster mode) those the registry has on other
+ * live nodes, known by id only. */
+static void devices_answer(struct sb_worker *w, const struct chat_to *to,
+                           const struct sb_registry_loc *locs, size_t nlocs)
 {
-    struct chat_user *u = sb_table_get(&my_shard(w)->users, r->user, r->user_len);
-    uint32_t n = u ? u->ndevices : 0;
+    struct chat_user *u = sb_table_get(&my_shard(w)->users, to->user, to->user_len);
+    const char *self = sb__gw.registry ? sb_registry_node_id(sb__gw.registry) : "";
+    size_t self_len = strlen(self);
+    size_t n = u ? u->ndevices : 0;
+    for (size_t k = 0; k < nlocs; k++)
+        n += locs[k].devices;
     struct sb_op_device *items = calloc(n ? n : 1, sizeof(*items));
     if (!items) {
-        req_error(w, r, SB_OP_ERR_UNAVAILABLE, "out of memory; retry");
+        struct sb_op op = {.type = SB_OP_ERROR};
+        op.u.error.code = SB_OP_ERR_UNAVAILABLE;
+        op.u.error.message = sb_slice_from("out of memory; retry", 20);
+        answer(w, to, &op, false);
         return;
     }
     uint64_t now = sb_worker_now_ms(w);
-    uint32_t i = 0;
+    size_t i = 0;
     for (struct chat_device *d = u ? u->devices : NULL; d && i < n; d = d->next, i++) {
         items[i] = (struct sb_op_device){.session = d->conn_id,
                                          .connected_s = (now - d->since_ms) / 1000,
                                          .queued_bytes = sb_conn_out_bytes(d->conn),
                                          .behind = d->behind ? d->behind->n : 0,
-                                         .device = sb_slice_from(d->id, strlen(d->id))};
+                                         .device = sb_slice_from(d->id, strlen(d->id)),
+                                         .node = sb_slice_from(self, self_len)};
+    }
+    for (size_t k = 0; k < nlocs; k++) {
+        if (locs[k].node_len == self_len && memcmp(locs[k].node, self, self_len) == 0)
+            continue; /* this node's: listed from memory above */
+        const char *p = locs[k].ids, *end = p + locs[k].ids_len;
+        while (p < end && i < n) {
+            const char *sp = memchr(p, ' ', (size_t)(end - p));
+            size_t len = (size_t)((sp ? sp : end) - p);
+            if (len && len <= SB_DEVICE_ID_MAX)
+                items[i++] =
+                    (struct sb_op_device){.device = sb_slice_from(p, len),
+                                          .node = sb_slice_from(locs[k].node, locs[k].node_len)};
+            p += len + 1;
+        }
     }
     struct chat_array a = {items, sizeof(*items)};
     struct sb_op op = {.type = SB_OP_DEVICE_LIST};
-    op.u.device_list.user = sb_slice_from(r->user, r->user_len);
-    op.u.device_list.devices = array_list(&a, i);
-    struct chat_to to = to_req(r);
-    answer(w, &to, &op, false);
+    op.u.device_list.user = sb_slice_from(to->user, to->user_len);
+    op.u.device_list.devices = array_list(&a, (uint32_t)i);
+    answer(w, to, &op, false);
     free(items);
+}
+
+static void devices_looked_up(struct sb_worker *w, void *arg, int err,
+                              const struct sb_registry_loc *locs, size_t n)
+{
+    struct devices_wait *x = arg;
+    if (err < 0)
+        sb_log(SB_LOG_DEBUG, 0, "devices of %s: the registry cannot be read (%s): this node's only",
+               x->user, sb_redis_strerror(err));
+    devices_answer(w, &x->to, locs, n);
+    free(x);
+}
+
+/* The user's devices online (`devices`). */
+static void devices_list(struct sb_worker *w, const struct chat_req *r)
+{
+    struct chat_to to = to_req(r);
+    if (!sb__gw.registry) {
+        devices_answer(w, &to, NULL, 0);
+        return;
+    }
+    struct devices_wait *x = malloc(sizeof(*x));
+    if (!x) {
+        req_error(w, r, SB_OP_ERR_UNAVAILABLE, "out of memory; retry");
+        return;
+    }
+    x->to = to;
+    memcpy(x->user, r->user, r->user_len);
+    x->user[r->user_len] = '\0';
+    x->to.user = x->user;
+    if (to.rid.json_id) {
+        snprintf(x->json_id, sizeof(x->json_id), "%s", to.rid.json_id);
+        x->to.rid.json_id = x->json_id;
+    }
+    int rc = sb_registry_lookup(w, sb__gw.registry, r->user, r->user_len, devices_looked_up, x);
+    if (rc < 0)
+        devices_looked_up(w, x, rc, NULL, 0);
 }
 
 /* Requests served by the user's home worker (its index and devices live there). */

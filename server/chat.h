@@ -56,8 +56,9 @@ int sb_chat_init(const struct sb_chat_config *cfg);
 /* The users with devices on this worker (their home), for the cluster registry. Worker. */
 void sb_chat_each_user(struct sb_worker *w, void (*fn)(void *arg, const char *user, size_t len),
                        void *arg);
-/* How many devices user has online on this worker (its home worker). Worker. */
-unsigned sb_chat_devices(struct sb_worker *w, const char *user, size_t len);
+/* How many devices user has online on this worker (its home worker), and their ids (separated
+ * by spaces, as many as fit cap with the NUL). Worker. */
+unsigned sb_chat_devices(struct sb_worker *w, const char *user, size_t len, char *ids, size_t cap);
 
 /* Frees every shard. Call after sb_store_close (entries may be in its batches until then). */
 void sb_chat_free(void);

@@ -25,7 +25,7 @@ ITEMS = {
     "conv_summary": [("last_seq", "u64"), ("read_seq", "u64"), ("member_count", "u32"),
                      ("conv", "str8"), ("name", "str8"), ("owner", "str8")],
     "device": [("session", "u64"), ("connected_s", "u64"), ("queued_bytes", "u64"),
-               ("behind", "u32"), ("device", "str8")],
+               ("behind", "u32"), ("device", "str8"), ("node", "str8")],
 }
 
 TYPES = {

@@ -40,8 +40,9 @@ def get_json(port, path, token=None):
         return json.loads(r.read())
 
 
-async def connect(port, user):
-    ws = await websockets.connect(f"ws://127.0.0.1:{port}/ws",
+async def connect(port, user, device=None):
+    query = f"?device={device}" if device else ""
+    ws = await websockets.connect(f"ws://127.0.0.1:{port}/ws{query}",
                                   extra_headers={"Authorization": "Bearer " + mint(user)})
     welcome = json.loads(await asyncio.wait_for(ws.recv(), 10))
     assert welcome["type"] == "welcome", welcome
@@ -70,15 +71,13 @@ class ClusterRegistryTest(unittest.TestCase):
         self.addCleanup(srv.stop)
         return srv
 
-    def redis(self, *args):
-        """One redis-cli command, following MOVED (-c); its output lines."""
-        out = subprocess.run(["redis-cli", "-c", "-p", str(self.rc.ports[0])] + list(args),
-                             capture_output=True, text=True, timeout=10).stdout
-        return out.split()
-
     def entries(self, user):
-        flat = self.redis("HGETALL", "sb:u:{%s}" % user)
-        return dict(zip(flat[0::2], (int(x) for x in flat[1::2])))
+        """The registry's hash of user: field -> value."""
+        out, lines = {}, subprocess.run(
+            ["redis-cli", "-c", "-p", str(self.rc.ports[0]), "--no-raw", "HGETALL",
+             "sb:u:{%s}" % user], capture_output=True, text=True, timeout=10).stdout.splitlines()
+        vals = [json.loads(line.split(") ", 1)[1]) for line in lines if ") " in line]
+        return dict(zip(vals[0::2], vals[1::2]))
 
     def node_id(self, srv):
         return get_json(srv.port, "/api/health")["node"]
@@ -103,20 +102,34 @@ class ClusterRegistryTest(unittest.TestCase):
 
         async def go():
             alice = await connect(a.port, "alice")
-            bob1 = await connect(b.port, "bob")
-            bob2 = await connect(b.port, "bob")
+            bob1 = await connect(b.port, "bob", "phone")
+            bob2 = await connect(b.port, "bob", "laptop")
             self.assertTrue(sbtest.wait_until(
                 lambda: len(self.entries("alice")) == 1 and
-                list(self.entries("bob").values()) == [2], 10),
+                [v.split()[0] for v in self.entries("bob").values()] == ["2"], 10),
                 (self.entries("alice"), self.entries("bob")))
-            (field, count), = self.entries("alice").items()
+            (field, value), = self.entries("alice").items()
             node, worker = field.rsplit("/", 1)
-            self.assertEqual((node, count), (ida, 1))
+            self.assertEqual(node, ida)
+            self.assertRegex(value, r"^1 d[0-9a-f]+$")  # one device, its id made up
             self.assertIn(int(worker), (0, 1))
             self.assertEqual(list(self.entries("bob"))[0].rsplit("/", 1)[0], idb)
+            # `devices` on either node lists them all, with the node each is on.
+            tab = await connect(a.port, "bob", "tab")
+            self.assertTrue(sbtest.wait_until(lambda: len(self.entries("bob")) == 2, 10))
+            info = get_json(a.port, "/api/connections/info", mint("bob"))
+            devs = sorted((d["node"], d["device"], d["session"] != "0000000000000000")
+                          for d in info["devices"])
+            self.assertEqual(devs, sorted([(ida, "tab", True), (idb, "laptop", False),
+                                           (idb, "phone", False)]))
+            await tab.send(json.dumps({"type": "devices", "id": "q1"}))
+            got = json.loads(await asyncio.wait_for(tab.recv(), 10))
+            self.assertEqual((got["type"], got["id"], len(got["devices"])), ("devices", "q1", 3))
+            await tab.close()
             await bob1.close()
-            self.assertTrue(sbtest.wait_until(lambda: list(self.entries("bob").values()) == [1],
-                                              10), self.entries("bob"))
+            self.assertTrue(sbtest.wait_until(
+                lambda: list(self.entries("bob").values()) == ["1 laptop"], 10),
+                self.entries("bob"))
             await bob2.close()
             await alice.close()
             self.assertTrue(sbtest.wait_until(
@@ -128,6 +141,13 @@ class ClusterRegistryTest(unittest.TestCase):
     def test_a_killed_node_leaves_within_its_ttl(self):
         a, c = self.node("gamma"), self.node("delta")
         self.assertTrue(sbtest.wait_until(lambda: "delta" in self.live_names(a), 10))
+
+        ws = sbtest.RawWS(c.port, path="/ws?device=phone", handshake=False)
+        self.addCleanup(ws.close)
+        ws.handshake(b"Authorization: Bearer " + mint("carol").encode() + b"\r\n")
+        self.assertTrue(sbtest.wait_until(lambda: self.entries("carol"), 10))
+        info = get_json(a.port, "/api/connections/info", mint("carol"))
+        self.assertEqual([d["device"] for d in info["devices"]], ["phone"])
         os.kill(c.pid, signal.SIGKILL)
         c.wait(10)
         t0 = time.monotonic()
@@ -135,6 +155,9 @@ class ClusterRegistryTest(unittest.TestCase):
         # Gone within the TTL, plus a heartbeat of the observer's and the poll's slack.
         self.assertLess(time.monotonic() - t0, (TTL_MS + 2 * HEARTBEAT_MS) / 1000 + 0.5)
         self.assertIn("gamma", self.live_names(a))
+        # Carol's entry names a dead node: a lookup ignores it, and deletes it.
+        self.assertEqual(get_json(a.port, "/api/connections/info", mint("carol"))["devices"], [])
+        self.assertTrue(sbtest.wait_until(lambda: self.entries("carol") == {}, 10))
 
     def test_degraded_while_redis_is_down_then_recovers(self):
         a = self.node("epsilon")

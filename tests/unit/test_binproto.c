@@ -247,6 +247,7 @@ static void r_devices(struct out *o, const struct sb_ops_list *l)
         r_int(o, p, "queued_bytes", d.queued_bytes);
         r_int(o, p, "behind", d.behind);
         r_str(o, p, "device", d.device);
+        r_str(o, p, "node", d.node);
     }
     r_list_end(o, rc, n, l);
 }

@@ -348,6 +348,11 @@ static const struct {
      "000000000002a\",\"connected_s\":42,\"queued_bytes\":0,\"behind\":0},{\"device\":\"lapt"
      "op\",\"session\":\"010000000000002b\",\"connected_s\":3600,\"queued_bytes\":2097152,\""
      "behind\":1}]}"},
+    {"device_list_cluster",
+     "{\"type\":\"devices\",\"user\":\"alice\",\"devices\":[{\"device\":\"phone\",\"session\":\"010"
+     "000000000002a\",\"connected_s\":42,\"queued_bytes\":0,\"behind\":0,\"node\":\"a~1f\"},{\"devi"
+     "ce\":\"laptop\",\"session\":\"0000000000000000\",\"connected_s\":0,\"queued_bytes\":0,\"behi"
+     "nd\":0,\"node\":\"b~2e\"}]}"},
     {"error",
      "{\"type\":\"error\",\"code\":\"rate_limited\",\"message\":\"too many sends\",\"retry_afte"
      "r_ms\":1500}"},

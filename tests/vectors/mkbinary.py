@@ -352,7 +352,17 @@ def conversations():
              (0x010000000000002B, 3600, 2097152, 1, "laptop"))):
         p = "devices[%d]." % i
         (v.u64(p + "session", session).u64(p + "connected_s", age)
-         .u64(p + "queued_bytes", queued).u32(p + "behind", behind).str8(p + "device", dev))
+         .u64(p + "queued_bytes", queued).u32(p + "behind", behind).str8(p + "device", dev)
+         .str8(p + "node", ""))
+    yield v
+    v = (V("device_list_cluster", "DEVICE_LIST in cluster mode: alice's phone on this node "
+           "(a~1f), her\nlaptop on node b~2e (known only by its id there).", "DEVICE_LIST", 20)
+         .str8("user", "alice").count("devices", 2))
+    for i, (session, age, dev, node) in enumerate(
+            ((0x010000000000002A, 42, "phone", "a~1f"), (0, 0, "laptop", "b~2e"))):
+        p = "devices[%d]." % i
+        (v.u64(p + "session", session).u64(p + "connected_s", age).u64(p + "queued_bytes", 0)
+         .u32(p + "behind", 0).str8(p + "device", dev).str8(p + "node", node))
     yield v
 
 
