@@ -102,26 +102,20 @@ void sb__session_send_pong(struct sb_conn *c, uint32_t request_id, struct sb_sli
         sb_conn_close(c, -ENOMEM);
         return;
     }
-    memcpy(p, hdr, hlen);
-    p += hlen;
-    uint32_t len = (uint32_t)(flen - 4);
-    const uint8_t head[] = {(uint8_t)(len >> 24),
-                            (uint8_t)(len >> 16),
-                            (uint8_t)(len >> 8),
-                            (uint8_t)len,
-                            SB_BINPROTO_VERSION,
-                            SB_OP_PONG,
-                            0,
-                            0,
-                            (uint8_t)(request_id >> 24),
-                            (uint8_t)(request_id >> 16),
-                            (uint8_t)(request_id >> 8),
-                            (uint8_t)request_id,
-                            (uint8_t)(data.len >> 8),
-                            (uint8_t)data.len};
-    memcpy(p, head, sizeof(head));
+    if (hlen) {
+        memcpy(p, hdr, hlen);
+        p += hlen;
+    }
+    /* Big-endian words, stored whole: length, then version/type/flags, request id, data length. */
+    uint32_t w[3] = {__builtin_bswap32((uint32_t)(flen - 4)),
+                     __builtin_bswap32((uint32_t)SB_BINPROTO_VERSION << 24 |
+                                       (uint32_t)SB_OP_PONG << 16),
+                     __builtin_bswap32(request_id)};
+    uint16_t dlen = __builtin_bswap16((uint16_t)data.len);
+    memcpy(p, w, sizeof(w));
+    memcpy(p + sizeof(w), &dlen, sizeof(dlen));
     if (data.len)
-        memcpy(p + sizeof(head), data.base, data.len);
+        memcpy(p + sizeof(w) + sizeof(dlen), data.base, data.len);
 }
 
 void sb__session_close(struct sb_conn *c, uint16_t ws_code, const char *reason)
