@@ -294,10 +294,8 @@ static void write_user(struct rworker *rw, const char *user, size_t len)
     }
 }
 
-void sb_registry_user(struct sb_worker *w, struct sb_registry *g, const char *user, size_t len,
-                      unsigned devices)
+void sb_registry_user(struct sb_worker *w, struct sb_registry *g, const char *user, size_t len)
 {
-    (void)devices; /* read again when written: a replay writes what is true then */
     if (!g || len > 255)
         return;
     struct rworker *rw = rw_of(g, w);

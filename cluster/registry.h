@@ -62,9 +62,9 @@ int sb_registry_create(struct sb_engine *e, struct sb_redis *redis,
 /* This node's id (NUL-terminated). */
 const char *sb_registry_node_id(const struct sb_registry *g);
 
-/* The user's device count on this worker changed to `devices` (0: none left). */
-void sb_registry_user(struct sb_worker *w, struct sb_registry *g, const char *user, size_t len,
-                      unsigned devices);
+/* The user's devices on this worker changed (the registry reads them with cfg.devices when it
+ * writes, so a late or replayed write says what is true then). NULL g: nothing. */
+void sb_registry_user(struct sb_worker *w, struct sb_registry *g, const char *user, size_t len);
 
 /* A user's devices on one worker of a live node. */
 struct sb_registry_loc {

@@ -926,9 +926,10 @@ static int init_worker(struct lg_worker *w, const struct lg_config *cfg, uint64_
     if (cfg->connect_rate > 0 && n > 0)
         w->connect_interval_ns = 1e9 / (cfg->connect_rate * w->share);
     w->conns = calloc(n ? n : 1, sizeof(*w->conns));
-    w->payload = calloc(1, cfg->size + 1);
-    if (!w->conns || !w->payload)
+    uint8_t *payload = calloc(1, LG_PAYLOAD_HEADROOM + cfg->size + 1);
+    if (!w->conns || !payload)
         return -ENOMEM;
+    w->payload = payload + LG_PAYLOAD_HEADROOM;
     if (LG_MODE_IS_MSGR(cfg->mode)) {
         /* A conv_create names every member: ~10 bytes each. */
         w->scratch_cap = 4096 + 2 * cfg->size + 16 * cfg->connections;
@@ -1050,7 +1051,7 @@ int lg_loop_run(const struct lg_config *cfg, const struct lg_share *share, lg_pr
     }
     for (unsigned i = 0; i < n; i++) {
         free(ws[i].conns);
-        free(ws[i].payload);
+        free(ws[i].payload ? ws[i].payload - LG_PAYLOAD_HEADROOM : NULL);
         free(ws[i].scratch);
     }
     free(ws);

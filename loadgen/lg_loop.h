@@ -176,6 +176,8 @@ extern const struct lg_scenario lg_scenario_fanout;
 /* Returns the scenario that implements mode. */
 const struct lg_scenario *lg_scenario_for(enum lg_mode mode);
 
+#define LG_PAYLOAD_HEADROOM 16
+
 struct lg_worker {
     /* Set before the thread starts; read-only afterwards. */
     const struct lg_config *cfg;
@@ -210,7 +212,9 @@ struct lg_worker {
     struct lg_conn *flush_head;
 
     struct lg_rand rng;
-    uint8_t *payload; /* cfg->size bytes the scenario stamps and sends */
+    /* cfg->size bytes the scenario stamps and sends, LG_PAYLOAD_HEADROOM bytes into their
+     * allocation: a binary PING's header is written in front of them, and the frame sent whole. */
+    uint8_t *payload;
     struct {
         uint64_t outstanding; /* messages sent and not yet answered */
         uint64_t sched_start; /* latency: time of message 0 */

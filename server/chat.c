@@ -559,7 +559,7 @@ int sb_chat_register(struct sb_conn *c, struct sb_chat_login *login)
     u->ndevices++;
     s->chat = d;
     s->chat_registered = true;
-    sb_registry_user(sb_conn_worker(c), sb__gw.registry, u->id, u->id_len, u->ndevices);
+    sb_registry_user(sb_conn_worker(c), sb__gw.registry, u->id, u->id_len);
 
     struct sb_op op = {.type = SB_OP_WELCOME, .request_id = login->hello_id};
     op.u.welcome = (struct sb_op_welcome){
@@ -601,7 +601,7 @@ void sb_chat_unregister(struct sb_conn *c)
         }
     }
     u->ndevices--;
-    sb_registry_user(sb_conn_worker(c), sb__gw.registry, u->id, u->id_len, u->ndevices);
+    sb_registry_user(sb_conn_worker(c), sb__gw.registry, u->id, u->id_len);
     free(d->behind);
     free(d);
     s->chat = NULL;
