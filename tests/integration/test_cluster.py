@@ -56,8 +56,8 @@ class ClusterRegistryTest(unittest.TestCase):
     def setUpClass(cls):
         if not sbtest.SB_BIN:
             raise unittest.SkipTest("SB_BIN is not set")
+        cls.admin = mint("ops", scope="admin")  # first: a failure here leaves nothing running
         cls.rc = rediscluster.RedisClusterFixture().start()
-        cls.admin = mint("ops", scope="admin")
 
     @classmethod
     def tearDownClass(cls):
