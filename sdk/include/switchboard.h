@@ -202,7 +202,10 @@ typedef void (*sb_client_convs_cb)(struct sb_client *c, int status,
                                    const struct sb_client_error *err, void *arg);
 
 struct sb_client_config {
-    const char *url;    /* "tcp://host[:port]" or "ws://host[:port][/path]"; required */
+    /* "tcp://host[:port]" (default port 7000), "tls://host[:port]" (the binary protocol over
+     * TLS, 7443), "ws://host[:port][/path]" (80, path /ws) or "wss://host[:port][/path]" (443);
+     * required */
+    const char *url;
     const char *token;  /* the JWT; required */
     const char *device; /* NULL or "": the server names the device */
     /* Reconnect delays: attempt n waits a uniformly random time in
@@ -225,6 +228,13 @@ struct sb_client_config {
     sb_client_goaway_cb on_goaway;
     sb_client_error_cb on_error;
     void *arg;
+    /* TLS (tls:// and wss://). The server's certificate must chain to a CA of ca_file (PEM; NULL:
+     * the system's CAs) and name server_name (NULL: the URL's host; an IP address is checked as
+     * one). A refused certificate ends the attempt with -EKEYREJECTED (on_state), another
+     * handshake failure with -EPROTO; both count as failed attempts. */
+    const char *ca_file;
+    const char *server_name;
+    bool insecure; /* no verification at all: only for tests against a throwaway certificate */
 };
 
 /* A conversation's position: the last sequence number delivered to the application. */
@@ -239,7 +249,7 @@ SB_CLIENT_API void sb_client_config_init(struct sb_client_config *cfg);
 /*
  * Creates a client from cfg (copied: cfg and its strings may be freed after the call). It does
  * not connect until driven. Returns 0 and *out, -EINVAL (no url or token, a bad url, a string
- * over its limit) or -ENOMEM. Free it with sb_client_free().
+ * over its limit, a ca_file that cannot be loaded) or -ENOMEM. Free it with sb_client_free().
  */
 SB_CLIENT_API int sb_client_create(const struct sb_client_config *cfg, struct sb_client **out);
 

@@ -26,6 +26,7 @@
 #include "proto/binproto.h"
 #include "sdk_hooks.h"
 #include "sdk_order.h"
+#include "sdk_tls.h"
 #include "sdk_ws.h"
 
 #define DEFAULT_PING_MS 30000
@@ -41,6 +42,7 @@
 enum conn_state {
     ST_WAIT,       /* no connection; the next attempt at retry_at_ms */
     ST_CONNECTING, /* TCP connect under way */
+    ST_TLS,        /* TLS handshake under way (tls://, wss://) */
     ST_UPGRADING,  /* WebSocket upgrade sent */
     ST_HELLO,      /* HELLO sent, waiting for WELCOME */
     ST_READY,      /* WELCOME received */
@@ -81,9 +83,13 @@ struct buf {
 struct sb_client {
     pthread_mutex_t lock;
     /* Configuration (copied). */
-    char *host, *port, *path, *host_header, *token;
+    char *host, *port, *path, *host_header, *token, *server_name;
     char device[SB_CLIENT_DEVICE_MAX + 1];
     bool is_ws;
+    bool is_tls;
+    SSL_CTX *tls_ctx; /* is_tls: made once, at create */
+    SSL *ssl;         /* is_tls: the connection's, from the TCP connect on */
+    bool tls_want_write;
     struct sb_client_config cfg;
     /* Event plumbing: epfd holds the wakeup eventfd and the socket, so it never changes. */
     int epfd, evfd, fd;
@@ -316,7 +322,8 @@ static void update_events(struct sb_client *c)
         return;
     }
     uint32_t ev = EPOLLIN;
-    if (c->state == ST_CONNECTING || buf_live(&c->out) > 0) {
+    if (c->state == ST_CONNECTING || buf_live(&c->out) > 0 ||
+        (c->state == ST_TLS && c->tls_want_write)) {
         ev |= EPOLLOUT;
     }
     if (ev != c->fd_events) {
@@ -331,6 +338,14 @@ static void update_events(struct sb_client *c)
 static int flush_out(struct sb_client *c)
 {
     while (buf_live(&c->out) > 0) {
+        if (c->ssl != NULL) {
+            ssize_t n = sb__tls_send(c->ssl, c->out.data + c->out.off, buf_live(&c->out));
+            if (n < 0) {
+                return n == -EAGAIN ? 0 : (int)n;
+            }
+            c->out.off += (size_t)n;
+            continue;
+        }
         ssize_t n = send(c->fd, c->out.data + c->out.off, buf_live(&c->out), MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EINTR) {
@@ -1354,12 +1369,23 @@ static int read_in(struct sb_client *c)
         if (buf_reserve(&c->in, READ_CHUNK) < 0) {
             return -ENOMEM;
         }
-        ssize_t n = recv(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len, 0);
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
+        ssize_t n;
+        if (c->ssl != NULL) {
+            n = sb__tls_recv(c->ssl, c->in.data + c->in.len, c->in.cap - c->in.len);
+            if (n == -EAGAIN) {
+                return 0;
             }
-            return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+            if (n < 0) {
+                return (int)n;
+            }
+        } else {
+            n = recv(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len, 0);
+            if (n < 0) {
+                if (errno == EINTR) {
+                    continue;
+                }
+                return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+            }
         }
         if (n == 0) {
             return -ECONNRESET;
@@ -1370,6 +1396,13 @@ static int read_in(struct sb_client *c)
         if (c->drop_err != 0) {
             return c->drop_err;
         }
+    }
+    if (c->ssl != NULL && sb__tls_pending(c->ssl)) {
+        /* Decrypted bytes wait in the library, where epoll cannot see them: run again soon. */
+        c->is_woken = true;
+        uint64_t one = 1;
+        ssize_t w = write(c->evfd, &one, sizeof(one));
+        (void)w;
     }
     return 0;
 }
@@ -1494,7 +1527,24 @@ static void start_connect(struct sb_client *c)
     c->state = ST_CONNECTING;
 }
 
-/* Whether a connect under way finished; on success moves on to the upgrade or HELLO. */
+/* Advances the TLS handshake; once done, moves on to the upgrade or HELLO. */
+static void tls_step(struct sb_client *c)
+{
+    int rc = sb__tls_handshake(c->ssl, &c->tls_want_write);
+    if (rc < 0) {
+        close_conn(c, rc);
+        return;
+    }
+    if (rc == 0) {
+        return;
+    }
+    connected(c);
+    if (c->drop_err != 0) {
+        close_conn(c, c->drop_err);
+    }
+}
+
+/* Whether a connect under way finished; on success moves on to TLS, the upgrade or HELLO. */
 static void check_connect(struct sb_client *c)
 {
     struct pollfd pfd = {.fd = c->fd, .events = POLLOUT};
@@ -1511,6 +1561,17 @@ static void check_connect(struct sb_client *c)
         return;
     }
     c->last_rx_ms = now_ms();
+    if (c->is_tls) {
+        const char *name = c->server_name != NULL ? c->server_name : c->host;
+        c->ssl = sb__tls_new(c->tls_ctx, c->fd, name, !c->cfg.insecure);
+        if (c->ssl == NULL) {
+            close_conn(c, -ENOMEM);
+            return;
+        }
+        c->state = ST_TLS;
+        tls_step(c);
+        return;
+    }
     connected(c);
     if (c->drop_err != 0) {
         close_conn(c, c->drop_err);
@@ -1534,6 +1595,11 @@ static uint64_t backoff_ms(struct sb_client *c)
 static void close_conn(struct sb_client *c, int err)
 {
     bool was_ready = c->state == ST_READY;
+    if (c->ssl != NULL) {
+        SSL_free(c->ssl); /* no close_notify: the connection is going away either way */
+        c->ssl = NULL;
+    }
+    c->tls_want_write = false;
     if (c->fd >= 0) {
         epoll_ctl(c->epfd, EPOLL_CTL_DEL, c->fd, NULL);
         close(c->fd);
@@ -1618,8 +1684,10 @@ static void process_locked(struct sb_client *c)
     }
     if (c->state == ST_CONNECTING) {
         check_connect(c);
+    } else if (c->state == ST_TLS) {
+        tls_step(c);
     }
-    if (c->fd >= 0 && c->state != ST_CONNECTING) {
+    if (c->fd >= 0 && c->state != ST_CONNECTING && c->state != ST_TLS) {
         int rc = read_in(c);
         if (rc == 0 && c->drop_err == 0 && c->fd >= 0) {
             rc = flush_out(c);
@@ -1629,7 +1697,8 @@ static void process_locked(struct sb_client *c)
         }
     }
     now = now_ms();
-    if ((c->state == ST_CONNECTING || c->state == ST_UPGRADING || c->state == ST_HELLO) &&
+    if ((c->state == ST_CONNECTING || c->state == ST_TLS || c->state == ST_UPGRADING ||
+         c->state == ST_HELLO) &&
         now >= c->deadline_ms) {
         close_conn(c, -ETIMEDOUT);
     } else if (c->state == ST_READY) {
@@ -1660,19 +1729,29 @@ void sb_client_config_init(struct sb_client_config *cfg)
     cfg->max_frame = 8u << 20;
 }
 
-/* Splits "tcp://host[:port]" or "ws://host[:port][/path]" (host may be "[v6]"). */
+/* Splits "tcp://host[:port]", "tls://host[:port]", "ws://host[:port][/path]" or
+ * "wss://host[:port][/path]" (host may be "[v6]"). */
 static int parse_url(struct sb_client *c, const char *url)
 {
-    const char *rest;
-    const char *default_port;
-    if (strncmp(url, "tcp://", 6) == 0) {
-        rest = url + 6;
-        default_port = "7000";
-    } else if (strncmp(url, "ws://", 5) == 0) {
-        rest = url + 5;
-        default_port = "80";
-        c->is_ws = true;
-    } else {
+    static const struct {
+        const char *scheme, *port;
+        bool is_ws, is_tls;
+    } schemes[] = {{"tcp://", "7000", false, false},
+                   {"tls://", "7443", false, true},
+                   {"ws://", "80", true, false},
+                   {"wss://", "443", true, true}};
+    const char *rest = NULL;
+    const char *default_port = NULL;
+    for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
+        size_t n = strlen(schemes[i].scheme);
+        if (strncmp(url, schemes[i].scheme, n) == 0) {
+            rest = url + n;
+            default_port = schemes[i].port;
+            c->is_ws = schemes[i].is_ws;
+            c->is_tls = schemes[i].is_tls;
+        }
+    }
+    if (rest == NULL) {
         return -EINVAL;
     }
     size_t auth_len = strcspn(rest, "/?#");
@@ -1738,7 +1817,7 @@ int sb_client_create(const struct sb_client_config *cfg, struct sb_client **out)
     }
     c->fd = c->epfd = c->evfd = -1;
     c->cfg = *cfg;
-    c->cfg.url = c->cfg.token = c->cfg.device = NULL;
+    c->cfg.url = c->cfg.token = c->cfg.device = c->cfg.ca_file = c->cfg.server_name = NULL;
     struct sb_client_config d;
     sb_client_config_init(&d);
     if (c->cfg.reconnect_base_ms == 0) {
@@ -1770,6 +1849,13 @@ int sb_client_create(const struct sb_client_config *cfg, struct sb_client **out)
     }
     if (rc == 0 && cfg->device != NULL) {
         snprintf(c->device, sizeof(c->device), "%s", cfg->device);
+    }
+    if (rc == 0 && cfg->server_name != NULL && cfg->server_name[0] != '\0') {
+        c->server_name = len_ok(cfg->server_name, 1, 255) ? strdup(cfg->server_name) : NULL;
+        rc = c->server_name != NULL ? 0 : len_ok(cfg->server_name, 1, 255) ? -ENOMEM : -EINVAL;
+    }
+    if (rc == 0 && c->is_tls) {
+        rc = sb__tls_ctx_new(cfg->ca_file, cfg->insecure, c->is_ws, &c->tls_ctx);
     }
     if (rc == 0 && getrandom(&c->rng, sizeof(c->rng), 0) != sizeof(c->rng)) {
         c->rng = (uint64_t)now_ms() ^ (uint64_t)(uintptr_t)c;
@@ -1826,6 +1912,8 @@ void sb_client_free(struct sb_client *c)
     free(c->path);
     free(c->host_header);
     free(c->token);
+    free(c->server_name);
+    SSL_CTX_free(c->tls_ctx);
     pthread_mutex_destroy(&c->lock);
     free(c);
 }

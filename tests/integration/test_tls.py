@@ -13,6 +13,7 @@ import socket
 import ssl
 import subprocess
 import tempfile
+import threading
 import time
 import unittest
 
@@ -543,6 +544,115 @@ class StartupTest(unittest.TestCase):
             out = subprocess.run(args, capture_output=True, text=True, timeout=20)
             self.assertEqual(out.returncode, 1, out.stderr)
             self.assertIn(message, out.stderr)
+
+
+
+class SdkTlsTest(TlsServerCase):
+    """libswitchboard over TLS (tests/sdk/sdk_driver): tls:// on binary_tls_listen and wss:// on
+    tls_listen, the certificate verified against the CA file; a certificate from another CA or
+    for another name refused (-EKEYREJECTED, never connected); --insecure connects anyway."""
+
+    extra_settings = {"binary_tls_listen": "127.0.0.1:0"}
+
+    def driver(self, url, user, *extra):
+        drv = os.path.join(os.path.dirname(sbtest.SB_BIN), "tests", "sdk_driver")
+        if not os.access(drv, os.X_OK):
+            self.skipTest("no tests/sdk_driver next to SB_BIN")
+        token = subprocess.run([sbtest.SB_BIN, "token", "--sub", user], check=True,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        p = subprocess.Popen([drv, "--url", url, "--token", token, *extra], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        p.lines, p.cond = [], threading.Condition()
+
+        def pump():
+            for line in p.stdout:
+                with p.cond:
+                    p.lines.append(line.rstrip("\n"))
+                    p.cond.notify_all()
+        t = threading.Thread(target=pump, daemon=True)
+        t.start()
+
+        def stop():
+            p.kill()
+            p.wait(5)
+            t.join(5)
+            p.stdin.close()
+            p.stdout.close()
+        self.addCleanup(stop)
+        return p
+
+    def expect(self, p, pattern, timeout=TIMEOUT):
+        """Waits for a line of p matching pattern (fullmatch) after the last one matched."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with p.cond:
+            while True:
+                start = getattr(p, "seen", 0)
+                for i in range(start, len(p.lines)):
+                    m = rx.fullmatch(p.lines[i])
+                    if m:
+                        p.seen = i + 1
+                        return m
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self.fail(f"no line /{pattern}/ in {p.lines[start:][-20:]}")
+                p.cond.wait(min(left, 0.2))
+
+    def test_tls_and_wss_verified(self):
+        bport = int(re.search(r"binary TLS on 127\.0\.0\.1:(\d+)",
+                              self.srv.read_log()).group(1))
+        ca = os.path.join(CERTS["a"], "ca.pem")
+        alice = self.driver(f"tls://localhost:{bport}", "alice", "--ca", ca)
+        bob = self.driver(f"wss://localhost:{self.tls_port}/ws", "bob", "--ca", ca)
+        self.expect(alice, r"state connected alice .*")
+        self.expect(bob, r"state connected bob .*")
+        big = "x" * 60000  # several TLS records (16 KiB each), under max_body
+        for who, to, body in ((alice, "bob", "over tls"), (bob, "alice", "over wss"),
+                              (alice, "bob", big)):
+            who.stdin.write(f"send - {to} - {body}\n")
+            who.stdin.flush()
+        self.expect(bob, r"msg dm:alice:bob \d alice 0 over tls")
+        self.expect(alice, r"msg dm:alice:bob \d bob 0 over wss")
+        self.expect(bob, r"msg dm:alice:bob \d alice 0 x{60000}")
+
+    def test_refused_certificates(self):
+        bport = int(re.search(r"binary TLS on 127\.0\.0\.1:(\d+)",
+                              self.srv.read_log()).group(1))
+        ekeyrejected = -129
+        cases = (  # (url, options): each attempt fails verification
+            (f"tls://localhost:{bport}", ("--ca", os.path.join(CERTS["b"], "ca.pem"))),
+            (f"wss://localhost:{self.tls_port}/ws", ("--ca", os.path.join(CERTS["b"], "ca.pem"))),
+            # The certificate names localhost (and 127.0.0.1, ::1), not another name.
+            (f"tls://localhost:{bport}", ("--ca", os.path.join(CERTS["a"], "ca.pem"),
+                                           "--server-name", "example.com")),
+            (f"tls://127.0.0.1:{bport}", ("--ca", os.path.join(CERTS["other"], "ca.pem"),
+                                           "--server-name", "127.0.0.2")),
+        )
+        for url, opts in cases:
+            with self.subTest(url=url, opts=opts):
+                p = self.driver(url, "carol", *opts)
+                self.expect(p, rf"state disconnected {ekeyrejected}")
+                self.expect(p, rf"state disconnected {ekeyrejected}")  # and again: retried
+        # An address is checked as one; the name to check may differ from the host connected
+        # to; --insecure checks nothing.
+        for url, opts in ((f"tls://127.0.0.1:{bport}", ("--ca", os.path.join(CERTS["a"], "ca.pem"))),
+                          (f"tls://127.0.0.1:{bport}",
+                           ("--ca", os.path.join(CERTS["a"], "ca.pem"), "--server-name",
+                            "localhost")),
+                          (f"tls://127.0.0.1:{bport}", ("--insecure",)),
+                          (f"wss://localhost:{self.tls_port}/ws",
+                           ("--ca", os.path.join(CERTS["b"], "ca.pem"), "--insecure"))):
+            with self.subTest(url=url, opts=opts):
+                p = self.driver(url, "dave", *opts)
+                self.expect(p, r"state connected dave .*")
+
+    def test_plain_client_on_the_tls_port_and_a_bad_ca_file(self):
+        bport = int(re.search(r"binary TLS on 127\.0\.0\.1:(\d+)",
+                              self.srv.read_log()).group(1))
+        p = self.driver(f"tcp://localhost:{bport}", "erin")
+        self.expect(p, r"state disconnected -\d+")
+        p = self.driver(f"tls://localhost:{bport}", "erin", "--ca", "/nonexistent/ca.pem")
+        self.expect(p, r"rc create -22")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
  * each way (tests/integration/test_sdk.py starts it against a real server).
  *
  *   sdk_driver --url URL --token T [--device D] [--thread] [--sync-new]
+ *              [--ca FILE] [--server-name NAME] [--insecure]
  *   sdk_driver --url URL --token T --stress N --peer-token T2 --users U:U2
  *       (two clients with their own loop threads, and two threads sending N each to the other)
  *
@@ -431,15 +432,12 @@ static int stress(struct sb_client_config *cfg, const char *peer_token, char *us
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"url", required_argument, NULL, 'u'},
-        {"token", required_argument, NULL, 't'},
-        {"device", required_argument, NULL, 'd'},
-        {"thread", no_argument, NULL, 'T'},
-        {"sync-new", no_argument, NULL, 'S'},
-        {"stress", required_argument, NULL, 's'},
-        {"peer-token", required_argument, NULL, 'p'},
-        {"users", required_argument, NULL, 'U'},
-        {NULL, 0, NULL, 0},
+        {"url", required_argument, NULL, 'u'},        {"token", required_argument, NULL, 't'},
+        {"device", required_argument, NULL, 'd'},     {"thread", no_argument, NULL, 'T'},
+        {"sync-new", no_argument, NULL, 'S'},         {"stress", required_argument, NULL, 's'},
+        {"peer-token", required_argument, NULL, 'p'}, {"users", required_argument, NULL, 'U'},
+        {"ca", required_argument, NULL, 'c'},         {"server-name", required_argument, NULL, 'n'},
+        {"insecure", no_argument, NULL, 'k'},         {NULL, 0, NULL, 0},
     };
     struct sb_client_config cfg;
     sb_client_config_init(&cfg);
@@ -475,6 +473,15 @@ int main(int argc, char **argv)
             break;
         case 'U':
             users = optarg;
+            break;
+        case 'c':
+            cfg.ca_file = optarg;
+            break;
+        case 'n':
+            cfg.server_name = optarg;
+            break;
+        case 'k':
+            cfg.insecure = true;
             break;
         default:
             return 64;

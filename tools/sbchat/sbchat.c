@@ -2,6 +2,10 @@
  * sbchat: a terminal chat client on libswitchboard, the quickest way to see two clients talk.
  *
  *   sbchat --url tcp://127.0.0.1:7000 --token T [--conv C | --to USER] [--device D]
+ *          [--ca FILE] [--insecure]
+ *
+ * tls:// and wss:// URLs verify the server's certificate against the system's CAs, or those of
+ * --ca (PEM); --insecure skips the check (a throwaway test certificate only).
  *
  * Each line read from stdin is sent to the current conversation; lines starting with '/' are
  * commands (/help lists them). Messages, receipts, presence and typing are printed as they
@@ -42,7 +46,10 @@ static void on_state(struct sb_client *c, int state, int err,
         printf("* connected as %s (device %s)\n", session->user, session->device);
         break;
     case SB_CLIENT_STATE_DISCONNECTED:
-        printf("* disconnected (%s); reconnecting\n", strerror(-err));
+        printf("* disconnected (%s); reconnecting\n",
+               err == -EKEYREJECTED ? "the server's certificate was refused: see --ca"
+               : err == -EPROTO     ? "TLS handshake failed"
+                                    : strerror(-err));
         break;
     case SB_CLIENT_STATE_FAILED:
         printf("* giving up: %s\n", strerror(-err));
@@ -265,8 +272,12 @@ static bool read_input(struct chat *ch, char *buf, size_t *len)
 
 static void usage(const char *argv0)
 {
-    fprintf(stderr, "usage: %s --url URL --token TOKEN [--conv CONV | --to USER] [--device D]\n",
-            argv0);
+    fprintf(
+        stderr,
+        "usage: %s --url URL --token TOKEN [--conv CONV | --to USER] [--device D]\n"
+        "       [--ca FILE] [--insecure]\n"
+        "URL: tcp://host[:7000], tls://host[:7443], ws://host[:80][/ws], wss://host[:443][/ws]\n",
+        argv0);
 }
 
 int main(int argc, char **argv)
@@ -277,6 +288,8 @@ int main(int argc, char **argv)
         {"conv", required_argument, NULL, 'c'},
         {"to", required_argument, NULL, 'o'},
         {"device", required_argument, NULL, 'd'},
+        {"ca", required_argument, NULL, 'C'},
+        {"insecure", no_argument, NULL, 'k'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -301,6 +314,12 @@ int main(int argc, char **argv)
             break;
         case 'd':
             cfg.device = optarg;
+            break;
+        case 'C':
+            cfg.ca_file = optarg;
+            break;
+        case 'k':
+            cfg.insecure = true;
             break;
         default:
             usage(argv[0]);
