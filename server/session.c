@@ -107,10 +107,10 @@ void sb__session_send_pong(struct sb_conn *c, uint32_t request_id, struct sb_sli
         p += hlen;
     }
     /* Big-endian words, stored whole: length, then version/type/flags, request id, data length. */
-    uint32_t w[3] = {__builtin_bswap32((uint32_t)(flen - 4)),
-                     __builtin_bswap32((uint32_t)SB_BINPROTO_VERSION << 24 |
-                                       (uint32_t)SB_OP_PONG << 16),
-                     __builtin_bswap32(request_id)};
+    uint32_t w[3] = {
+        __builtin_bswap32((uint32_t)(flen - 4)),
+        __builtin_bswap32((uint32_t)SB_BINPROTO_VERSION << 24 | (uint32_t)SB_OP_PONG << 16),
+        __builtin_bswap32(request_id)};
     uint16_t dlen = __builtin_bswap16((uint16_t)data.len);
     memcpy(p, w, sizeof(w));
     memcpy(p + sizeof(w), &dlen, sizeof(dlen));
