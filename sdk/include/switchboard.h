@@ -233,7 +233,7 @@ struct sb_client_config {
      * one). A refused certificate ends the attempt with -EKEYREJECTED (on_state), another
      * handshake failure with -EPROTO; both count as failed attempts. */
     const char *ca_file;
-    const char *server_name;
+    const char *server_name; /* at most 255 bytes */
     bool insecure; /* no verification at all: only for tests against a throwaway certificate */
 };
 

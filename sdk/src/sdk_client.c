@@ -1851,8 +1851,11 @@ int sb_client_create(const struct sb_client_config *cfg, struct sb_client **out)
         snprintf(c->device, sizeof(c->device), "%s", cfg->device);
     }
     if (rc == 0 && cfg->server_name != NULL && cfg->server_name[0] != '\0') {
-        c->server_name = len_ok(cfg->server_name, 1, 255) ? strdup(cfg->server_name) : NULL;
-        rc = c->server_name != NULL ? 0 : len_ok(cfg->server_name, 1, 255) ? -ENOMEM : -EINVAL;
+        if (!len_ok(cfg->server_name, 1, 255)) {
+            rc = -EINVAL;
+        } else if ((c->server_name = strdup(cfg->server_name)) == NULL) {
+            rc = -ENOMEM;
+        }
     }
     if (rc == 0 && c->is_tls) {
         rc = sb__tls_ctx_new(cfg->ca_file, cfg->insecure, c->is_ws, &c->tls_ctx);
