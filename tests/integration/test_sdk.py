@@ -482,6 +482,8 @@ class SdkTest(unittest.TestCase):
         alice.wait_line(rf"\[{conv}\] chat_bob is typing")
         bob.cmd("hi alice")
         alice.wait_line(rf"\[{conv} #2\] chat_bob: hi alice")
+        # /read marks what bob has seen, and his own #2 counts once its ACK is in: wait for it.
+        bob.wait_line(rf"\[{conv} #2\] \(sent\)")
         bob.cmd("/read")
         alice.wait_line(rf"\[{conv}\] chat_bob read up to #2")
         alice.cmd("/quit")
