@@ -5,6 +5,7 @@
  * map, and two worker timers: the sweep (timeouts) and the topology refresh.
  */
 #include "cluster/redis.h"
+#include "cluster/pubsub.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "cluster/resp.h"
@@ -73,6 +75,7 @@ struct node {
     socklen_t addr_len;
     enum node_state state;
     bool is_seed;
+    bool sub;            /* a subscriber connection (its own list: rworker.subnodes) */
     bool wanted;         /* a master in the current map: keep it connected */
     bool connected_once; /* a later connection counts as a reconnect */
     bool failing;        /* the first failure was logged; the recovery will be */
@@ -89,7 +92,20 @@ struct node {
 
 struct rstats {
     atomic_uint_fast64_t commands, errors, timeouts, moved, ask, reconnects, refreshes,
-        inflight_max;
+        inflight_max, messages, resubscribes;
+};
+
+/* A sharded channel this worker subscribes to, on the subscriber node of its slot's master. */
+struct sub {
+    struct sub *next;
+    struct node *on; /* the subscriber node it is (to be) subscribed on; NULL: no map yet */
+    bool pending;    /* SSUBSCRIBE sent, not confirmed yet */
+    bool confirmed;
+    uint16_t slot;
+    size_t len;
+    sb_redis_msg_cb cb;
+    void *arg;
+    char channel[SB_REDIS_CHANNEL_MAX + 1];
 };
 
 struct rworker {
@@ -98,6 +114,10 @@ struct rworker {
     bool started, stopping;
     struct node *nodes;
     unsigned nnodes;
+    struct node *subnodes; /* one per master with subscriptions: pub/sub needs its own */
+    unsigned nsubnodes;
+    struct sub *subs;
+    unsigned nsubs;
     struct node **owner; /* SB_SLOTS entries: each slot's master, NULL when unknown */
     bool have_map;
     struct cmdq unrouted; /* waiting for a map */
@@ -235,13 +255,14 @@ static void retry_due(struct sb_worker *w, struct sb_worker_timer *t);
 
 /* The node host:port, added when new; NULL when the host is not an IP address (the topology
  * should name nodes by address: resolving names would block the worker) or out of memory. */
-static struct node *node_get(struct rworker *rw, const char *host, uint16_t port)
+static struct node *node_find(struct rworker *rw, const char *host, uint16_t port, bool sub)
 {
-    for (struct node *n = rw->nodes; n; n = n->next) {
+    for (struct node *n = sub ? rw->subnodes : rw->nodes; n; n = n->next) {
         if (n->port == port && strcmp(n->host, host) == 0)
             return n;
     }
-    if (rw->nnodes >= SB_SLOTS_MAX_NODES || strlen(host) > SB_SLOTS_HOST_MAX)
+    if ((sub ? rw->nsubnodes : rw->nnodes) >= SB_SLOTS_MAX_NODES ||
+        strlen(host) > SB_SLOTS_HOST_MAX)
         return NULL;
     struct node *n = calloc(1, sizeof(*n));
     if (!n)
@@ -269,10 +290,22 @@ static struct node *node_get(struct rworker *rw, const char *host, uint16_t port
     n->rw = rw;
     n->retry_timer.cb = retry_due;
     n->down_err = -EHOSTUNREACH;
-    n->next = rw->nodes;
-    rw->nodes = n;
-    rw->nnodes++;
+    n->sub = sub;
+    if (sub) {
+        n->next = rw->subnodes;
+        rw->subnodes = n;
+        rw->nsubnodes++;
+    } else {
+        n->next = rw->nodes;
+        rw->nodes = n;
+        rw->nnodes++;
+    }
     return n;
+}
+
+static struct node *node_get(struct rworker *rw, const char *host, uint16_t port)
+{
+    return node_find(rw, host, port, false);
 }
 
 static struct node *node_of_conn(struct sb_conn *c, struct rworker **rwp)
@@ -284,6 +317,12 @@ static struct node *node_of_conn(struct sb_conn *c, struct rworker **rwp)
             continue;
         struct rworker *rw = &r->workers[id];
         for (struct node *n = rw->nodes; n; n = n->next) {
+            if (n->conn == c) {
+                *rwp = rw;
+                return n;
+            }
+        }
+        for (struct node *n = rw->subnodes; n; n = n->next) {
             if (n->conn == c) {
                 *rwp = rw;
                 return n;
@@ -320,6 +359,7 @@ static bool is_stopping(struct rworker *rw)
 }
 
 static void node_connect(struct node *n);
+static void subs_send(struct node *n);
 
 /* Arms the reconnect of a node that is down. It also spaces out attempts at a node nobody keeps
  * connected (not a master in the map, not a seed; retry_due then does nothing): while it is
@@ -401,6 +441,8 @@ static void node_ready(struct node *n)
     }
     n->failing = false;
     n->attempts = 0;
+    if (n->sub)
+        subs_send(n);
     for (struct cmd *c = q_take(&n->wait), *next; c; c = next) {
         next = c->next;
         int err = send_cmd(n, c);
@@ -585,6 +627,8 @@ static void refresh_now(struct rworker *rw)
     arm_refresh(rw, rw->r->cfg.refresh_ms); /* the periodic one, and a retry if this is lost */
 }
 
+static void subs_place(struct rworker *rw);
+
 /* A new map: every slot points at its master's node; masters are kept connected; commands that
  * waited for a map are routed. */
 static void apply_map(struct rworker *rw, const struct sb_slot_map *m)
@@ -619,6 +663,7 @@ static void apply_map(struct rworker *rw, const struct sb_slot_map *m)
         if (err < 0)
             complete(rw, c, err, NULL);
     }
+    subs_place(rw);
 }
 
 static void on_slots(struct rworker *rw, struct node *n, const redisReply *reply)
@@ -766,6 +811,9 @@ static void conn_open(struct sb_conn *conn)
     q_push(&n->sent, c);
 }
 
+static bool is_push(const redisReply *r);
+static void on_push(struct rworker *rw, struct node *n, const redisReply *reply);
+
 static ssize_t conn_data(struct sb_conn *conn, uint8_t *data, size_t len)
 {
     struct rworker *rw;
@@ -784,6 +832,13 @@ static ssize_t conn_data(struct sb_conn *conn, uint8_t *data, size_t len)
         }
         if (!reply)
             break;
+        if (n->sub && (!n->sent.head || is_push(reply))) {
+            on_push(rw, n, reply);
+            freeReplyObject(reply);
+            if (n->conn != conn || sb_conn_is_closing(conn))
+                return (ssize_t)len;
+            continue;
+        }
         struct cmd *c = q_pop(&n->sent);
         if (!c) {
             freeReplyObject(reply);
@@ -813,6 +868,10 @@ static void conn_close(struct sb_conn *conn, int err)
         return;
     n->conn = NULL;
     bool stopping = is_stopping(rw);
+    for (struct sub *s = rw->subs; s; s = s->next) {
+        if (s->on == n)
+            s->pending = s->confirmed = false;
+    }
     /* Before any callback runs: a command sent from one must not pick this connection. */
     n->state = stopping ? N_IDLE : N_DOWN;
     fail_list(rw, q_take(&n->sent), stopping ? -ESHUTDOWN : -ECONNRESET);
@@ -846,6 +905,200 @@ static const struct sb_conn_ops redis_ops = {
     .on_shutdown = conn_shutdown,
     .on_handoff = conn_handoff,
 };
+
+static void worker_start(struct rworker *rw, struct sb_worker *w);
+
+/* ---- sharded pub/sub ------------------------------------------------------------------------- */
+
+/*
+ * A connection in subscribe mode carries nothing else (RESP2), so each master with a channel of
+ * ours gets a subscriber node of its own. A subscription follows its slot: after every new map
+ * (and on a lost connection, an unsolicited sunsubscribe — a slot that moved or a failover — or
+ * a MOVED answer to SSUBSCRIBE, each of which asks for a new map) subs_place moves it to the
+ * master that serves the slot now, leaving the old one (Redis 7.0 keeps a moved replica's
+ * subscriptions silently). Messages published while a channel moves are lost: pub/sub is at
+ * most once.
+ */
+
+static void sub_write(struct node *n, const char *verb, const struct sub *s)
+{
+    const char *argv[2] = {verb, s->channel};
+    size_t argvlen[2] = {strlen(verb), s->len};
+    char *buf;
+    int len = redisFormatCommandArgv(&buf, 2, argv, argvlen);
+    if (len < 0 || sb_conn_write(n->conn, buf, (size_t)len) < 0)
+        sb_conn_close(n->conn, -ENOMEM); /* its subscriptions are placed again */
+    if (len >= 0)
+        redisFreeCommand(buf);
+}
+
+/* The subscriptions of n not confirmed yet go out (n is READY). */
+static void subs_send(struct node *n)
+{
+    for (struct sub *s = n->rw->subs; s && n->conn; s = s->next) {
+        if (s->on == n && !s->pending && !s->confirmed) {
+            s->pending = true;
+            sub_write(n, "SSUBSCRIBE", s);
+        }
+    }
+}
+
+static void subs_place(struct rworker *rw)
+{
+    if (!rw->have_map || is_stopping(rw))
+        return;
+    for (struct sub *s = rw->subs; s; s = s->next) {
+        struct node *m = rw->owner[s->slot];
+        struct node *to = m ? node_find(rw, m->host, m->port, true) : NULL;
+        if (s->on == to)
+            continue;
+        if (s->on && s->on->state == N_READY && (s->confirmed || s->pending))
+            sub_write(s->on, "SUNSUBSCRIBE", s);
+        if (s->on && to) {
+            char a[NODE_TEXT_MAX], b[NODE_TEXT_MAX];
+            sb_log(SB_LOG_INFO, 0, "redis: the subscription to %s moves from node %s to %s",
+                   s->channel, node_text(s->on, a), node_text(to, b));
+        }
+        s->on = to;
+        s->pending = s->confirmed = false;
+    }
+    for (struct node *n = rw->subnodes; n; n = n->next) {
+        n->wanted = false;
+        for (struct sub *s = rw->subs; s && !n->wanted; s = s->next)
+            n->wanted = s->on == n;
+        if (!n->wanted && n->conn) {
+            sb_conn_close(n->conn, 0); /* nothing of ours is there any more */
+        } else if (n->wanted && (n->state == N_IDLE || (n->state == N_DOWN && !n->retry_armed))) {
+            node_connect(n);
+        } else if (n->wanted && n->state == N_READY) {
+            subs_send(n);
+        }
+    }
+}
+
+static bool is_push(const redisReply *r)
+{
+    return r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
+           r->element[0]->type == REDIS_REPLY_STRING;
+}
+
+static struct sub *sub_find(struct rworker *rw, const char *ch, size_t len)
+{
+    for (struct sub *s = rw->subs; s; s = s->next) {
+        if (s->len == len && memcmp(s->channel, ch, len) == 0)
+            return s;
+    }
+    return NULL;
+}
+
+static bool kind_is(const redisReply *r, const char *kind)
+{
+    return r->len == strlen(kind) && strncasecmp(r->str, kind, r->len) == 0;
+}
+
+static void on_push(struct rworker *rw, struct node *n, const redisReply *reply)
+{
+    char t[NODE_TEXT_MAX];
+    if (!is_push(reply)) {
+        /* An error answer to SSUBSCRIBE: MOVED (our map is behind) or the cluster is down. The
+         * subscriptions not confirmed here are placed again after a new map. */
+        if (reply->type == REDIS_REPLY_ERROR)
+            sb_log(SB_LOG_DEBUG, 0, "redis: node %s refused a subscription: %.*s",
+                   node_text(n, t), (int)reply->len, reply->str);
+        for (struct sub *s = rw->subs; s; s = s->next) {
+            if (s->on == n && !s->confirmed) {
+                s->pending = false;
+                s->on = NULL;
+            }
+        }
+        request_refresh(rw);
+        return;
+    }
+    const redisReply *kind = reply->element[0], *ch = reply->element[1], *v = reply->element[2];
+    if (ch->type != REDIS_REPLY_STRING)
+        return;
+    struct sub *s = sub_find(rw, ch->str, ch->len);
+    if (kind_is(kind, "smessage")) {
+        if (s && v->type == REDIS_REPLY_STRING) {
+            stat_add(&rw->st.messages, 1);
+            s->cb(rw->w, s->arg, s->channel, s->len, v->str, v->len);
+        }
+    } else if (kind_is(kind, "ssubscribe")) {
+        if (s && s->on == n) {
+            s->pending = false;
+            s->confirmed = true;
+        }
+    } else if (kind_is(kind, "sunsubscribe")) {
+        /* Unasked (we unsubscribe only where a subscription no longer is): the slot moved. */
+        if (s && s->on == n) {
+            sb_log(SB_LOG_INFO, 0,
+                   "redis: node %s dropped the subscription to %s (slot %u moved); "
+                   "subscribing where it is now",
+                   node_text(n, t), s->channel, s->slot);
+            s->pending = s->confirmed = false;
+            s->on = NULL;
+            stat_add(&rw->st.resubscribes, 1);
+            request_refresh(rw);
+        }
+    }
+}
+
+int sb_redis_ssubscribe(struct sb_worker *w, struct sb_redis *r, const char *channel, size_t len,
+                        sb_redis_msg_cb cb, void *arg)
+{
+    struct rworker *rw = &r->workers[sb_worker_id(w)];
+    if (!cb || len == 0 || len > SB_REDIS_CHANNEL_MAX)
+        return -EINVAL;
+    if (is_stopping(rw))
+        return -ESHUTDOWN;
+    if (sub_find(rw, channel, len))
+        return -EEXIST;
+    if (rw->nsubs >= SB_REDIS_MAX_SUBS)
+        return -ENOBUFS;
+    struct sub *s = calloc(1, sizeof(*s));
+    if (!s)
+        return -ENOMEM;
+    memcpy(s->channel, channel, len);
+    s->len = len;
+    s->slot = (uint16_t)sb_slot_of(channel, len);
+    s->cb = cb;
+    s->arg = arg;
+    s->next = rw->subs;
+    rw->subs = s;
+    rw->nsubs++;
+    if (!rw->started)
+        worker_start(rw, w);
+    subs_place(rw);
+    return 0;
+}
+
+int sb_redis_sunsubscribe(struct sb_worker *w, struct sb_redis *r, const char *channel, size_t len)
+{
+    struct rworker *rw = &r->workers[sb_worker_id(w)];
+    for (struct sub **p = &rw->subs; *p; p = &(*p)->next) {
+        struct sub *s = *p;
+        if (s->len != len || memcmp(s->channel, channel, len) != 0)
+            continue;
+        *p = s->next;
+        rw->nsubs--;
+        if (s->on && s->on->state == N_READY && (s->confirmed || s->pending))
+            sub_write(s->on, "SUNSUBSCRIBE", s);
+        free(s);
+        subs_place(rw); /* a subscriber connection left with nothing is closed */
+        return 0;
+    }
+    return -ENOENT;
+}
+
+bool sb_redis_subscribed(struct sb_worker *w, struct sb_redis *r)
+{
+    const struct rworker *rw = &r->workers[sb_worker_id(w)];
+    for (const struct sub *s = rw->subs; s; s = s->next) {
+        if (!s->confirmed)
+            return false;
+    }
+    return true;
+}
 
 /* ---- timeouts -------------------------------------------------------------------------------- */
 
@@ -1143,6 +1396,17 @@ void sb_redis_free(struct sb_redis *r)
                 redisReaderFree(n->reader);
             free(n);
         }
+        for (struct node *n = rw->subnodes, *next; n; n = next) {
+            next = n->next;
+            free_list(q_take(&n->sent));
+            if (n->reader)
+                redisReaderFree(n->reader);
+            free(n);
+        }
+        for (struct sub *x = rw->subs, *next; x; x = next) {
+            next = x->next;
+            free(x);
+        }
         free_list(q_take(&rw->unrouted));
         free_list(rw->free_cmds);
         free(rw->owner);
@@ -1166,6 +1430,8 @@ void sb_redis_stats(const struct sb_redis *r, struct sb_redis_stats *out)
         out->ask += LOAD(ask);
         out->reconnects += LOAD(reconnects);
         out->refreshes += LOAD(refreshes);
+        out->messages += LOAD(messages);
+        out->resubscribes += LOAD(resubscribes);
         if (LOAD(inflight_max) > out->inflight_max)
             out->inflight_max = LOAD(inflight_max);
 #undef LOAD

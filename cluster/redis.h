@@ -96,6 +96,8 @@ struct sb_redis_stats {
     uint64_t reconnects;   /* connections made again after one was lost or failed */
     uint64_t refreshes;    /* CLUSTER SLOTS queries sent */
     uint64_t inflight_max; /* most commands in flight on one connection at once */
+    uint64_t messages;     /* sharded pub/sub messages received (cluster/pubsub.h) */
+    uint64_t resubscribes; /* subscriptions a node dropped (a slot moved) and made again */
 };
 
 /* Sums every worker's counters into *out (inflight_max: the largest). Any thread. */

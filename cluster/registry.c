@@ -255,11 +255,12 @@ struct write_ctx {
 
 static void written(struct sb_worker *w, void *arg, int err, const redisReply *reply)
 {
-    (void)w;
     struct write_ctx *x = arg;
     struct rworker *rw = x->rw;
     if (err == 0 && reply->type == REDIS_REPLY_ERROR)
         err = -EPROTO;
+    if (err == 0 && rw->g->cfg.written)
+        rw->g->cfg.written(w, x->user, x->len);
     if (err < 0 && err != -ESHUTDOWN) {
         degrade(rw, err, false);
         if (!touch(&rw->touched, x->user, x->len))
@@ -534,6 +535,16 @@ int sb_registry_status(const struct sb_registry *g)
             return err;
     }
     return 0;
+}
+
+size_t sb_registry_live(struct sb_worker *w, const struct sb_registry *g, const char **ids,
+                        size_t cap)
+{
+    const struct rworker *rw = &g->workers[sb_worker_id(w)];
+    size_t n = 0;
+    for (; n < rw->nlive && n < cap; n++)
+        ids[n] = rw->live[n].id;
+    return n;
 }
 
 size_t sb_registry_nodes_json(struct sb_worker *w, const struct sb_registry *g, char *buf,

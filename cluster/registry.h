@@ -46,12 +46,16 @@ typedef void (*sb_registry_each_fn)(struct sb_worker *w, sb_registry_user_fn fn,
 typedef unsigned (*sb_registry_devices_fn)(struct sb_worker *w, const char *user, size_t len,
                                            char *ids, size_t cap);
 
+/* A user's entry was written (so other nodes' caches of where it is may be stale). */
+typedef void (*sb_registry_written_fn)(struct sb_worker *w, const char *user, size_t len);
+
 struct sb_registry_config {
     const char *name;      /* node_name; NULL or "" = the host name */
     unsigned heartbeat_ms; /* >= 100 */
     unsigned ttl_ms;       /* >= 2 x heartbeat_ms */
     sb_registry_each_fn each_user;
     sb_registry_devices_fn devices;
+    sb_registry_written_fn written; /* NULL: nobody needs to know */
 };
 
 /* Checks the settings, draws the node id and registers the workers' start hook. Logs the id.
@@ -96,6 +100,11 @@ int sb_registry_status(const struct sb_registry *g);
  */
 size_t sb_registry_nodes_json(struct sb_worker *w, const struct sb_registry *g, char *buf,
                               size_t cap, unsigned long long *connections);
+
+/* The live nodes as this worker last heard them (this one included): up to cap ids (valid
+ * until the next heartbeat answer) into ids[]; returns how many. Worker. */
+size_t sb_registry_live(struct sb_worker *w, const struct sb_registry *g, const char **ids,
+                        size_t cap);
 
 /* The workers stop renewing (SIGTERM): main thread, before sb_engine_stop. */
 void sb_registry_stop(struct sb_registry *g);

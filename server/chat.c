@@ -13,6 +13,9 @@
 #include <time.h>
 
 #include "core/chunk.h"
+#include "cluster/convs.h"
+#include "cluster/pubsub.h"
+#include "cluster/registry.h"
 #include "core/log.h"
 #include "proto/binproto.h"
 #include "proto/json.h"
@@ -157,6 +160,16 @@ struct chat_shard {
     struct chat_gather *gathers;
     uint64_t next_gather;
     struct sb_json_tok *toks; /* MAX_TOKENS: the parse of the request being handled */
+    /* Cluster mode: where users are (cl_cached), and the users whose registry entries this
+     * worker wrote since the last flush (packed; cl_flush tells every node). */
+    struct sb_table lcache;
+    uint64_t lgen; /* counts invalidations: a lookup overtaken by one is not cached */
+    char (*lnodes)[SB_NODE_ID_MAX + 1];
+    unsigned nlnodes;
+    char *inval;
+    size_t inval_len, inval_cap;
+    struct sb_worker_timer inval_timer;
+    struct sb_table typing; /* struct cl_typed_at */
 };
 
 static struct sb_chat_config cfg;
@@ -196,16 +209,41 @@ static const char *msg_key(const void *obj, size_t *len)
     return sb_store_rec_key(m->rec, len);
 }
 
+static void cl_start(struct sb_worker *w, void *arg);
+static void cl_flush(struct sb_worker *w, struct sb_worker_timer *t);
+static const char *cached_key(const void *obj, size_t *len);
+static const char *typed_key(const void *obj, size_t *len);
+static void cl_cache_clear(struct chat_shard *sh);
+
 int sb_chat_init(const struct sb_chat_config *c)
 {
     cfg = *c;
+    if (!cfg.redis != !cfg.registry || cfg.workers > 2048)
+        return -EINVAL;
     shards = calloc(cfg.workers, sizeof(*shards));
     if (!shards)
         return -ENOMEM;
+    /* Message ids (and group ids) must be unique across nodes too: the generator bits are the
+     * node's (drawn from its id, which changes at each start) times workers plus the worker.
+     * Two nodes share them with probability workers/2048; ids then stay unique unless both
+     * also take the same millisecond and sequence. */
+    unsigned base = 0;
+    if (cfg.registry) {
+        const char *node = sb_registry_node_id(cfg.registry);
+        base = sb_home_worker(node, strlen(node), 2048 / cfg.workers) * cfg.workers;
+        if (sb_engine_on_start(cfg.engine, cl_start, NULL) < 0)
+            return -EINVAL;
+    }
     for (unsigned i = 0; i < cfg.workers; i++) {
         sb_table_init(&shards[i].users, user_key);
         sb_table_init(&shards[i].convs, conv_key);
-        sb_msgid_init(&shards[i].ids, i);
+        sb_msgid_init(&shards[i].ids, base + i);
+        sb_table_init(&shards[i].lcache, cached_key);
+        sb_table_init(&shards[i].typing, typed_key);
+        shards[i].inval_timer.cb = cl_flush;
+        if (cfg.redis &&
+            !(shards[i].lnodes = calloc(SB_REGISTRY_MAX_NODES, sizeof(*shards[i].lnodes))))
+            return -ENOMEM;
         shards[i].log = sb_store_log(cfg.store, i);
         shards[i].toks = malloc(MAX_TOKENS * sizeof(struct sb_json_tok));
         if (!shards[i].toks)
@@ -254,6 +292,13 @@ void sb_chat_free(void)
                 user_free(sh->users.slots[k].obj);
         }
         sb_table_destroy(&sh->users);
+        cl_cache_clear(sh);
+        sb_table_destroy(&sh->lcache);
+        for (size_t k = 0; k < sh->typing.cap; k++)
+            free(sh->typing.slots[k].obj);
+        sb_table_destroy(&sh->typing);
+        free(sh->lnodes);
+        free(sh->inval);
         while (sh->gathers) {
             struct chat_gather *g = sh->gathers;
             sh->gathers = g->next;
@@ -902,7 +947,9 @@ static void envelope_arrive(struct sb_worker *w, void *arg)
         const char *uid = unpack_user(p, &ulen);
         p = uid + ulen;
         struct chat_user *u = sb_table_get(&sh->users, uid, ulen);
-        if ((!u || !u->ndevices) && env->cls == CLASS_MESSAGE) /* the webhook skips the sender */
+        /* The webhook skips the sender. In cluster mode a user may be on another node: the
+         * sender's node asks the registry instead (cl_looked_up). */
+        if ((!u || !u->ndevices) && env->cls == CLASS_MESSAGE && !cfg.redis)
             sb_webhook_offline(w, uid, ulen, env->data, env->json_len);
         for (struct chat_device *d = u ? u->devices : NULL; d; d = d->next) {
             if (d->conn_id == env->skip_conn_id || sb_conn_is_closing(d->conn))
@@ -1021,8 +1068,8 @@ static void fan_add(struct chat_fan *f, const char *user, size_t len, unsigned h
 }
 
 /* Mails every envelope (after what was appended is durable, for messages) and frees f. */
-static void fan_post(struct sb_worker *w, struct chat_fan *f, enum chat_class cls,
-                     const struct chat_conv *cv, uint64_t seq, uint64_t skip_conn_id)
+static void fan_post(struct sb_worker *w, struct chat_fan *f, enum chat_class cls, const char *conv,
+                     size_t conv_len, uint64_t seq, uint64_t skip_conn_id)
 {
     for (unsigned k = 0; f->to && k < cfg.workers; k++) {
         if (!f->to[k].len)
@@ -1033,8 +1080,8 @@ static void fan_post(struct sb_worker *w, struct chat_fan *f, enum chat_class cl
             env->cls = (uint8_t)cls;
             env->skip_conn_id = skip_conn_id;
             env->seq = seq;
-            env->conv_len = cv->id_len;
-            memcpy(env->conv, cv->id, cv->id_len);
+            env->conv_len = conv_len;
+            memcpy(env->conv, conv, conv_len);
             env->json_len = f->json_len;
             env->bin_len = f->bin_len;
             env->users_len = f->to[k].len;
@@ -1631,7 +1678,7 @@ static void deliver(struct sb_worker *w, const struct chat_conv *cv, const struc
     }
     for (uint32_t i = 0; i < cv->nmembers; i++)
         fan_add(&f, cv->mlist[i]->id, cv->mlist[i]->id_len, cv->mlist[i]->home);
-    fan_post(w, &f, CLASS_MESSAGE, cv, r.seq, skip_conn_id);
+    fan_post(w, &f, CLASS_MESSAGE, cv->id, cv->id_len, r.seq, skip_conn_id);
 }
 
 /*
@@ -1688,10 +1735,9 @@ static void handle_send(struct sb_worker *w, struct chat_shard *sh, struct chat_
 }
 
 /* A receipt (seq > 0) or typing event of q's user in cv, as the server forwards it. */
-static void signal_op(struct sb_op *op, const struct chat_conv *cv, const struct chat_req *q,
-                      uint64_t seq)
+static void signal_op(struct sb_op *op, const struct chat_req *q, uint64_t seq)
 {
-    struct sb_slice conv = sb_slice_from(cv->id, cv->id_len),
+    struct sb_slice conv = sb_slice_from(q->conv, q->conv_len),
                     user = sb_slice_from(q->user, q->user_len);
     if (seq) {
         op->type = SB_OP_RECEIPT;
@@ -1732,7 +1778,7 @@ static void handle_receipt(struct sb_worker *w, struct chat_shard *sh, struct ch
         }
     }
     struct sb_op op = {0};
-    signal_op(&op, cv, q, seq);
+    signal_op(&op, q, seq);
     struct chat_fan f;
     if (fan_init(&f, &op) < 0)
         return;
@@ -1757,7 +1803,7 @@ static void handle_receipt(struct sb_worker *w, struct chat_shard *sh, struct ch
             fan_add(&f, s->id, s->id_len, s->home);
         }
     }
-    fan_post(w, &f, CLASS_RECEIPT, cv, seq, q->conn_id);
+    fan_post(w, &f, CLASS_RECEIPT, cv->id, cv->id_len, seq, q->conn_id);
 }
 
 /* Typing: to every other member, at most once a second per member and conversation. */
@@ -1769,7 +1815,7 @@ static void handle_typing(struct sb_worker *w, struct chat_conv *cv, struct chat
         return;
     me->typing_ms = now;
     struct sb_op op = {0};
-    signal_op(&op, cv, q, 0);
+    signal_op(&op, q, 0);
     struct chat_fan f;
     if (fan_init(&f, &op) < 0)
         return;
@@ -1777,7 +1823,7 @@ static void handle_typing(struct sb_worker *w, struct chat_conv *cv, struct chat
         if (cv->mlist[i] != me)
             fan_add(&f, cv->mlist[i]->id, cv->mlist[i]->id_len, cv->mlist[i]->home);
     }
-    fan_post(w, &f, CLASS_TYPING, cv, 0, q->conn_id);
+    fan_post(w, &f, CLASS_TYPING, cv->id, cv->id_len, 0, q->conn_id);
 }
 
 /* The members (or only the admins) of a conversation, as a list of struct sb_slice. */
@@ -2353,6 +2399,943 @@ static void sync_serve(struct sb_worker *w, void *arg)
     free(q);
 }
 
+/* ---- cluster mode: conversations in Redis, pushes across nodes ----------------------------- */
+
+/*
+ * Redis sequences and stores (cluster/convs.h); the device's home worker asks it and then
+ * pushes: to this node's workers by mail, to other nodes' workers through their sharded
+ * channels, one publish per (node, worker) carrying the encoded op and its users. Where a user
+ * is comes from the registry; a push lost on the way (a node dying, a channel moving) is in
+ * history for the device's next sync.
+ */
+
+#define CL_CHANNEL_MAX (8 + SB_NODE_ID_MAX + 12)
+#define CL_HEAD 14      /* class, seq, conversation id length, json length (before its bytes) */
+#define CL_RETRY_MS 1000 /* what an unavailable store's error suggests */
+
+static size_t cl_channel(char *buf, const char *node, size_t node_len, unsigned worker)
+{
+    return (size_t)snprintf(buf, CL_CHANNEL_MAX, "sb:ch:%.*s/%u", (int)node_len, node, worker);
+}
+
+static void put_be(char *p, uint64_t v, int bytes)
+{
+    for (int i = bytes - 1; i >= 0; i--, v >>= 8)
+        p[i] = (char)(v & 0xff);
+}
+
+static uint64_t get_be(const char *p, int bytes)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < bytes; i++)
+        v = v << 8 | (uint8_t)p[i];
+    return v;
+}
+
+static void cl_ignore(struct sb_worker *w, void *arg, int err, const struct redisReply *reply);
+
+/*
+ * Where users are, cached per worker so that a push does not read the registry for every
+ * recipient. An entry lives CL_CACHE_MS at most; before that, the node that writes a user's
+ * registry entry tells every node (each worker 0, which tells its siblings), a batch per tick,
+ * and they drop it. A lookup that an invalidation overtook is used once but not cached.
+ */
+#define CL_CACHE_MS 5000
+#define CL_CACHE_MAX 100000 /* entries per worker; past it the cache starts over */
+#define CL_LOCS_MAX 8       /* (node, worker) places of one user cached at most */
+#define CL_INVAL 0xff       /* a push's class byte that marks an invalidation */
+#define CL_FLUSH_MS 10
+
+struct cl_cached {
+    uint64_t expires_ms;
+    uint8_t len, n;
+    struct {
+        uint16_t node; /* in the shard's lnodes */
+        uint16_t worker;
+    } loc[CL_LOCS_MAX];
+    char id[SB_USER_ID_MAX + 1];
+};
+
+static const char *cached_key(const void *obj, size_t *len)
+{
+    const struct cl_cached *c = obj;
+    *len = c->len;
+    return c->id;
+}
+
+static void cl_cache_clear(struct chat_shard *sh)
+{
+    for (size_t k = 0; k < sh->lcache.cap; k++)
+        free(sh->lcache.slots[k].obj);
+    sb_table_destroy(&sh->lcache);
+    sb_table_init(&sh->lcache, cached_key);
+    sh->nlnodes = 0;
+}
+
+static void cl_cache_drop(struct chat_shard *sh, const char *user, size_t len)
+{
+    free(sb_table_remove(&sh->lcache, user, len));
+    sh->lgen++;
+}
+
+static int cl_node_index(struct chat_shard *sh, const char *node, size_t len)
+{
+    for (unsigned i = 0; i < sh->nlnodes; i++) {
+        if (strlen(sh->lnodes[i]) == len && memcmp(sh->lnodes[i], node, len) == 0)
+            return (int)i;
+    }
+    if (sh->nlnodes == SB_REGISTRY_MAX_NODES || len > SB_NODE_ID_MAX)
+        return -1;
+    memcpy(sh->lnodes[sh->nlnodes], node, len);
+    sh->lnodes[sh->nlnodes][len] = '\0';
+    return (int)sh->nlnodes++;
+}
+
+static void cl_cache_put(struct chat_shard *sh, const char *user, size_t len,
+                         const struct sb_registry_loc *locs, size_t n)
+{
+    if (n > CL_LOCS_MAX || len > SB_USER_ID_MAX)
+        return;
+    if (sh->lcache.count >= CL_CACHE_MAX || sh->nlnodes == SB_REGISTRY_MAX_NODES)
+        cl_cache_clear(sh);
+    struct cl_cached *c = sb_table_get(&sh->lcache, user, len);
+    if (!c) {
+        if (!(c = calloc(1, sizeof(*c))))
+            return;
+        c->len = (uint8_t)len;
+        memcpy(c->id, user, len);
+        if (sb_table_add(&sh->lcache, c) < 0) {
+            free(c);
+            return;
+        }
+    }
+    c->n = 0;
+    for (size_t i = 0; i < n; i++) {
+        int k = cl_node_index(sh, locs[i].node, locs[i].node_len);
+        if (k < 0 || locs[i].worker > UINT16_MAX) {
+            cl_cache_drop(sh, user, len);
+            return;
+        }
+        c->loc[c->n].node = (uint16_t)k;
+        c->loc[c->n].worker = (uint16_t)locs[i].worker;
+        c->n++;
+    }
+    c->expires_ms = wall_ms() + CL_CACHE_MS;
+}
+
+/* Users whose entries this worker wrote: every node drops them from its caches. */
+static void cl_flush(struct sb_worker *w, struct sb_worker_timer *t)
+{
+    (void)t;
+    struct chat_shard *sh = my_shard(w);
+    const char *nodes[SB_REGISTRY_MAX_NODES];
+    size_t n = sb_registry_live(w, cfg.registry, nodes, SB_REGISTRY_MAX_NODES);
+    char *msg = malloc(1 + sh->inval_len);
+    if (msg) {
+        msg[0] = (char)CL_INVAL;
+        memcpy(msg + 1, sh->inval, sh->inval_len);
+        for (size_t i = 0; i < n; i++) {
+            char ch[CL_CHANNEL_MAX];
+            size_t clen = cl_channel(ch, nodes[i], strlen(nodes[i]), 0);
+            const char *argv[3] = {"SPUBLISH", ch, msg};
+            size_t argvlen[3] = {8, clen, 1 + sh->inval_len};
+            (void)sb_redis_cmd(w, cfg.redis, ch, clen, 3, argv, argvlen, cl_ignore, NULL);
+        }
+        free(msg);
+    }
+    sh->inval_len = 0;
+}
+
+void sb_chat_located(struct sb_worker *w, const char *user, size_t len)
+{
+    struct chat_shard *sh = my_shard(w);
+    if (!cfg.redis || len > SB_USER_ID_MAX)
+        return;
+    if (sh->inval_cap - sh->inval_len < PACKED_USER) {
+        size_t cap = sh->inval_cap ? sh->inval_cap * 2 : 64 * PACKED_USER;
+        char *b = realloc(sh->inval, cap);
+        if (!b)
+            return; /* the caches expire by themselves */
+        sh->inval = b;
+        sh->inval_cap = cap;
+    }
+    if (sh->inval_len == 0)
+        sb_worker_timer_set(w, &sh->inval_timer, CL_FLUSH_MS);
+    sh->inval_len += pack_user(sh->inval + sh->inval_len, user, len);
+}
+
+/* An invalidation, on each worker of this node. */
+static void cl_inval_arrive(struct sb_worker *w, void *arg)
+{
+    struct chat_envelope *env = arg; /* only users_len and the users are used */
+    struct chat_shard *sh = my_shard(w);
+    for (const char *p = env->data, *end = p + env->users_len; p < end;) {
+        size_t len;
+        const char *u = unpack_user(p, &len);
+        cl_cache_drop(sh, u, len);
+        p = u + len;
+    }
+    free(env);
+}
+
+/* The users of one other (node, worker) a push goes to. */
+struct cl_target {
+    char node[SB_NODE_ID_MAX + 1];
+    size_t node_len;
+    unsigned worker;
+    char *users; /* packed */
+    size_t len, cap;
+};
+
+/* A push waiting for the registry's answers about its users. */
+struct cl_push {
+    uint8_t cls;
+    uint64_t seq;
+    size_t conv_len, json_len, bin_len, sender_len;
+    char conv[SB_CONV_ID_MAX + 1];
+    char sender[SB_USER_ID_MAX + 1];
+    unsigned pending;
+    struct cl_target *t;
+    size_t nt, cap;
+    char *enc; /* json, then binary */
+};
+
+struct cl_lookup {
+    struct cl_push *p;
+    uint64_t gen; /* the shard's lgen when asked */
+    size_t len;
+    char user[SB_USER_ID_MAX + 1];
+};
+
+static void cl_ignore(struct sb_worker *w, void *arg, int err, const struct redisReply *reply)
+{
+    (void)w, (void)arg, (void)reply;
+    if (err < 0)
+        sb_log(SB_LOG_DEBUG, err, "a push to another node was not published (%s)",
+               sb_redis_strerror(err));
+}
+
+/* Every answer is in: one publish per target, then the push is done. */
+static void cl_publish(struct sb_worker *w, struct cl_push *p)
+{
+    for (size_t i = 0; i < p->nt; i++) {
+        struct cl_target *t = &p->t[i];
+        size_t len = CL_HEAD + p->conv_len + p->json_len + 4 + p->bin_len + t->len;
+        char *msg = malloc(len), ch[CL_CHANNEL_MAX];
+        if (msg) {
+            char *q = msg;
+            *q++ = (char)p->cls;
+            put_be(q, p->seq, 8), q += 8;
+            *q++ = (char)p->conv_len;
+            memcpy(q, p->conv, p->conv_len), q += p->conv_len;
+            put_be(q, p->json_len, 4), q += 4;
+            memcpy(q, p->enc, p->json_len), q += p->json_len;
+            put_be(q, p->bin_len, 4), q += 4;
+            memcpy(q, p->enc + p->json_len, p->bin_len), q += p->bin_len;
+            memcpy(q, t->users, t->len);
+            size_t clen = cl_channel(ch, t->node, t->node_len, t->worker);
+            const char *argv[3] = {"SPUBLISH", ch, msg};
+            size_t argvlen[3] = {8, clen, len};
+            if (sb_redis_cmd(w, cfg.redis, ch, clen, 3, argv, argvlen, cl_ignore, NULL) < 0)
+                sb_log(SB_LOG_DEBUG, 0, "%s: a push to %s not published", p->conv, ch);
+            free(msg);
+        }
+        free(t->users);
+    }
+    free(p->t);
+    free(p->enc);
+    free(p);
+}
+
+static struct cl_target *cl_target(struct cl_push *p, const char *node, size_t len, unsigned worker)
+{
+    for (size_t i = 0; i < p->nt; i++) {
+        if (p->t[i].worker == worker && p->t[i].node_len == len &&
+            memcmp(p->t[i].node, node, len) == 0)
+            return &p->t[i];
+    }
+    if (len > SB_NODE_ID_MAX)
+        return NULL;
+    if (p->nt == p->cap) {
+        size_t cap = p->cap ? p->cap * 2 : 4;
+        struct cl_target *t = realloc(p->t, cap * sizeof(*t));
+        if (!t)
+            return NULL;
+        p->t = t;
+        p->cap = cap;
+    }
+    struct cl_target *t = &p->t[p->nt++];
+    *t = (struct cl_target){.node_len = len, .worker = worker};
+    memcpy(t->node, node, len);
+    return t;
+}
+
+/* Adds user to the push's target at (node, worker), unless that is this node (mailed). */
+static void cl_add(struct cl_push *p, const char *node, size_t node_len, unsigned worker,
+                   const char *user, size_t len)
+{
+    const char *self = sb_registry_node_id(cfg.registry);
+    if (strlen(self) == node_len && memcmp(node, self, node_len) == 0)
+        return;
+    struct cl_target *t = cl_target(p, node, node_len, worker);
+    if (!t)
+        return;
+    if (t->cap - t->len < PACKED_USER) {
+        size_t cap = t->cap ? t->cap * 2 : 8 * PACKED_USER;
+        char *u = realloc(t->users, cap);
+        if (!u)
+            return; /* in history for its sync */
+        t->users = u;
+        t->cap = cap;
+    }
+    t->len += pack_user(t->users + t->len, user, len);
+}
+
+/* The user is on no node: a message for it fires the webhook (not for its sender). */
+static void cl_offline(struct sb_worker *w, const struct cl_push *p, const char *user, size_t len)
+{
+    if (p->cls == CLASS_MESSAGE && p->json_len &&
+        !(len == p->sender_len && memcmp(user, p->sender, len) == 0))
+        sb_webhook_offline(w, user, len, p->enc, p->json_len);
+}
+
+static void cl_looked_up(struct sb_worker *w, void *arg, int err,
+                         const struct sb_registry_loc *locs, size_t n)
+{
+    struct cl_lookup *x = arg;
+    struct cl_push *p = x->p;
+    struct chat_shard *sh = my_shard(w);
+    if (err < 0) {
+        sb_log(SB_LOG_DEBUG, err, "%s: where %s is is unknown (%s): pushed here only", p->conv,
+               x->user, sb_redis_strerror(err));
+    } else {
+        if (n == 0)
+            cl_offline(w, p, x->user, x->len);
+        if (sh->lgen == x->gen)
+            cl_cache_put(sh, x->user, x->len, locs, n);
+    }
+    for (size_t i = 0; i < n; i++)
+        cl_add(p, locs[i].node, locs[i].node_len, locs[i].worker, x->user, x->len);
+    free(x);
+    if (--p->pending == 0)
+        cl_publish(w, p);
+}
+
+/*
+ * Pushes op to every device of users (except the device skip_conn_id): this node's by mail,
+ * other nodes' once the registry said where they are.
+ */
+static void cl_push(struct sb_worker *w, const struct sb_op *op, enum chat_class cls,
+                    const char *conv, size_t conv_len, uint64_t seq, uint64_t skip_conn_id,
+                    const char *sender, size_t sender_len, const struct sb_convs_member *users,
+                    size_t n)
+{
+    struct chat_fan f;
+    struct cl_push *p = calloc(1, sizeof(*p));
+    if (!p || fan_init(&f, op) < 0) {
+        free(p);
+        sb_log(SB_LOG_WARN, -ENOMEM, "%.*s: a push dropped (it is in history)", (int)conv_len,
+               conv);
+        return;
+    }
+    p->cls = (uint8_t)cls;
+    p->seq = seq;
+    p->conv_len = conv_len;
+    memcpy(p->conv, conv, conv_len);
+    p->sender_len = sender_len;
+    memcpy(p->sender, sender, sender_len);
+    p->json_len = f.json_len;
+    p->bin_len = f.bin_len;
+    p->pending = 1; /* this function's own: the last answer cannot come before it is done */
+    if ((p->enc = malloc(f.json_len + f.bin_len + 1)))
+        memcpy(p->enc, f.enc, f.json_len + f.bin_len);
+    struct chat_shard *sh = my_shard(w);
+    uint64_t now = wall_ms();
+    for (size_t i = 0; i < n; i++) {
+        const char *id = users[i].id;
+        size_t len = users[i].len;
+        fan_add(&f, id, len, sb_home_worker(id, len, cfg.workers));
+        if (!p->enc)
+            continue;
+        const struct cl_cached *c = sb_table_get(&sh->lcache, id, len);
+        if (c && c->expires_ms > now) {
+            if (c->n == 0)
+                cl_offline(w, p, id, len);
+            for (unsigned k = 0; k < c->n; k++) {
+                const char *node = sh->lnodes[c->loc[k].node];
+                cl_add(p, node, strlen(node), c->loc[k].worker, id, len);
+            }
+            continue;
+        }
+        struct cl_lookup *x = len <= SB_USER_ID_MAX ? malloc(sizeof(*x)) : NULL;
+        if (!x)
+            continue;
+        x->p = p;
+        x->gen = sh->lgen;
+        x->len = users[i].len;
+        memcpy(x->user, users[i].id, users[i].len);
+        x->user[x->len] = '\0';
+        if (sb_registry_lookup(w, cfg.registry, users[i].id, users[i].len, cl_looked_up, x) < 0)
+            free(x);
+        else
+            p->pending++;
+    }
+    fan_post(w, &f, cls, conv, conv_len, seq, skip_conn_id);
+    if (--p->pending == 0)
+        cl_publish(w, p);
+}
+
+/* A push from another node for users on this worker (the channel's cb). */
+static void cl_arrive(struct sb_worker *w, void *arg, const char *channel, size_t clen,
+                      const char *msg, size_t len)
+{
+    (void)arg;
+    const char *q = msg, *end = msg + len;
+    if (len >= 1 && (uint8_t)msg[0] == CL_INVAL) {
+        /* Worker 0 hears it for the node: every worker drops these users from its cache. */
+        for (const char *u = msg + 1; u < end; u += 1 + (uint8_t)u[0]) {
+            if ((uint8_t)u[0] == 0 || (uint8_t)u[0] > SB_USER_ID_MAX || end - u < 1 + (uint8_t)u[0])
+                goto bad;
+        }
+        for (unsigned k = 0; k < cfg.workers; k++) {
+            struct chat_envelope *env = malloc(sizeof(*env) + len - 1);
+            if (!env)
+                continue;
+            env->users_len = len - 1;
+            memcpy(env->data, msg + 1, len - 1);
+            if (sb_worker_post(w, k, cl_inval_arrive, env) < 0)
+                free(env);
+        }
+        return;
+    }
+    size_t conv_len = len > 10 ? (uint8_t)msg[9] : 0, json_len, bin_len;
+    if (len < CL_HEAD || msg[0] > CLASS_TYPING || conv_len == 0 || conv_len > SB_CONV_ID_MAX ||
+        (size_t)(end - q) < 10 + conv_len + 4)
+        goto bad;
+    uint8_t cls = (uint8_t)q[0];
+    uint64_t seq = get_be(q + 1, 8);
+    const char *conv = q + 10;
+    q = conv + conv_len;
+    json_len = get_be(q, 4), q += 4;
+    if ((size_t)(end - q) < json_len + 4)
+        goto bad;
+    const char *json = q;
+    q += json_len;
+    bin_len = get_be(q, 4), q += 4;
+    if ((size_t)(end - q) < bin_len)
+        goto bad;
+    const char *bin = q;
+    q += bin_len;
+    for (const char *u = q; u < end; u += 1 + (uint8_t)u[0]) {
+        if ((uint8_t)u[0] == 0 || (uint8_t)u[0] > SB_USER_ID_MAX || end - u < 1 + (uint8_t)u[0])
+            goto bad;
+    }
+    struct chat_envelope *env = malloc(sizeof(*env) + json_len + bin_len + (size_t)(end - q));
+    if (!env)
+        return;
+    env->cls = cls;
+    env->skip_conn_id = 0;
+    env->seq = seq;
+    env->conv_len = conv_len;
+    memcpy(env->conv, conv, conv_len);
+    env->json_len = json_len;
+    env->bin_len = bin_len;
+    env->users_len = (size_t)(end - q);
+    memcpy(env->data, json, json_len);
+    memcpy(env->data + json_len, bin, bin_len);
+    memcpy(env->data + json_len + bin_len, q, env->users_len);
+    envelope_arrive(w, env);
+    return;
+bad:
+    sb_log(SB_LOG_WARN, -EBADMSG, "a malformed push on %.*s (%zu bytes) dropped", (int)clen,
+           channel, len);
+}
+
+static void cl_start(struct sb_worker *w, void *arg)
+{
+    (void)arg;
+    const char *self = sb_registry_node_id(cfg.registry);
+    char ch[CL_CHANNEL_MAX];
+    size_t clen = cl_channel(ch, self, strlen(self), sb_worker_id(w));
+    int e = sb_redis_ssubscribe(w, cfg.redis, ch, clen, cl_arrive, NULL);
+    if (e < 0)
+        sb_log(SB_LOG_ERROR, e, "worker %u cannot subscribe to %s: no pushes from other nodes",
+               sb_worker_id(w), ch);
+}
+
+static enum sb_op_err cl_code(const struct sb_convs_result *res)
+{
+    if (res->code_len == 9 && memcmp(res->code, "forbidden", 9) == 0)
+        return SB_OP_ERR_FORBIDDEN;
+    if (res->code_len == 9 && memcmp(res->code, "not_found", 9) == 0)
+        return SB_OP_ERR_NOT_FOUND;
+    if (res->code_len == 8 && memcmp(res->code, "conflict", 8) == 0)
+        return SB_OP_ERR_CONFLICT;
+    return SB_OP_ERR_INTERNAL;
+}
+
+/* Answers a request Redis refused, or could not take (retryable: it was not done, or may have
+ * been: a retry with the same client id is answered with the first ack either way). */
+static bool cl_refused(struct sb_worker *w, const struct chat_req *q, int err,
+                       const struct sb_convs_result *res)
+{
+    if (err < 0) {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "the cluster store is unavailable (%s); retry",
+                 sb_redis_strerror(err));
+        if (err != -ESHUTDOWN)
+            sb_log(SB_LOG_DEBUG, err, "%s: %s", q->conv, msg);
+        struct sb_op op = {.type = SB_OP_ERROR};
+        op.u.error = (struct sb_op_error){
+            .code = err == -EPROTO ? SB_OP_ERR_INTERNAL : SB_OP_ERR_UNAVAILABLE,
+            .retry_after_ms = err == -EPROTO ? 0 : CL_RETRY_MS,
+            .message = sb_slice_from(msg, strlen(msg)),
+            .conv = sb_slice_from(q->conv, q->conv_len)};
+        struct chat_to to = to_req(q);
+        answer(w, &to, &op, false);
+        return true;
+    }
+    if (res->status != 0)
+        return false;
+    char msg[256];
+    snprintf(msg, sizeof(msg), "%.*s", (int)res->message_len, res->message);
+    req_error(w, q, cl_code(res), msg);
+    return true;
+}
+
+static void cl_message_op(const char *conv, size_t conv_len, const struct sb_convs_msg *m,
+                          struct sb_op_message *out)
+{
+    struct sb_store_rec r = {.type = SB_STORE_MESSAGE,
+                             .system = m->system,
+                             .body_form = m->system ? SB_STORE_BODY_JSON : m->form,
+                             .seq = m->seq,
+                             .msg_id = m->msg_id,
+                             .ts_ms = m->ts_ms,
+                             .conv = conv,
+                             .device = m->device,
+                             .user = m->user,
+                             .client_id = m->client_id,
+                             .body = m->body,
+                             .conv_len = conv_len,
+                             .device_len = m->device_len,
+                             .user_len = m->user_len,
+                             .client_id_len = m->client_id_len,
+                             .body_len = m->body_len};
+    if (r.body_form > SB_STORE_BODY_BASE64)
+        r.body_form = SB_STORE_BODY_BYTES;
+    message_op(&r, out);
+}
+
+/* A direct conversation's members, as a request's sender may see them: false when q's user is
+ * not one of them (answered). */
+static bool cl_dm(struct sb_worker *w, const struct chat_req *q, struct sb_convs_member out[2],
+                  char a[SB_USER_ID_MAX + 1], char b[SB_USER_ID_MAX + 1])
+{
+    if (strcmp(a, q->user) != 0 && strcmp(b, q->user) != 0) {
+        req_error(w, q, SB_OP_ERR_FORBIDDEN, "not a member of this conversation");
+        return false;
+    }
+    out[0] = (struct sb_convs_member){a, strlen(a), false};
+    out[1] = (struct sb_convs_member){b, strlen(b), false};
+    return true;
+}
+
+static void cl_sent(struct sb_worker *w, void *arg, int err, const struct sb_convs_result *res)
+{
+    struct chat_req *q = arg;
+    if (cl_refused(w, q, err, res)) {
+        free(q);
+        return;
+    }
+    struct sb_op op = {.type = SB_OP_ACK};
+    op.u.ack = (struct sb_op_ack){.msg_id = res->msg_id,
+                                  .seq = res->seq,
+                                  .ts_ms = res->ts_ms,
+                                  .is_duplicate = res->status == 2,
+                                  .client_id = sb_slice_from(q->client_id, q->client_id_len),
+                                  .conv = sb_slice_from(q->conv, q->conv_len)};
+    struct chat_to to = to_req(q);
+    answer(w, &to, &op, false);
+    if (res->status == 1) {
+        sb_metric_add(w, SB_M_MESSAGES_STORED, 1);
+        struct sb_convs_msg m = {.seq = res->seq,
+                                 .msg_id = res->msg_id,
+                                 .ts_ms = res->ts_ms,
+                                 .form = q->body_form,
+                                 .user = q->user,
+                                 .user_len = q->user_len,
+                                 .device = q->device,
+                                 .device_len = q->device_len,
+                                 .client_id = q->client_id,
+                                 .client_id_len = q->client_id_len,
+                                 .body = q->text,
+                                 .body_len = q->text_len};
+        struct sb_op msg = {.type = SB_OP_MESSAGE};
+        cl_message_op(q->conv, q->conv_len, &m, &msg.u.message);
+        struct sb_convs_member dm[2];
+        char a[SB_USER_ID_MAX + 1], b[SB_USER_ID_MAX + 1];
+        bool group = res->have_members;
+        if (group || (dm_members(q->conv, q->conv_len, a, b) && cl_dm(w, q, dm, a, b)))
+            cl_push(w, &msg, CLASS_MESSAGE, q->conv, q->conv_len, res->seq, q->conn_id, q->user,
+                    q->user_len, group ? res->members : dm, group ? res->nmembers : 2);
+    }
+    free(q);
+}
+
+/* The members of a conv answer (admins only, or all). */
+struct cl_mlist {
+    const struct sb_convs_result *res;
+    bool admins;
+};
+
+static int cl_mlist_next(struct sb_ops_list_iter *it, void *item)
+{
+    const struct cl_mlist *ml = (const void *)it->list->raw.base;
+    while (it->off < ml->res->nmembers) {
+        const struct sb_convs_member *m = &ml->res->members[it->off++];
+        if (!ml->admins || m->admin) {
+            *(struct sb_slice *)item = sb_slice_from(m->id, m->len);
+            it->index++;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static struct sb_ops_list cl_mlist_list(const struct cl_mlist *ml)
+{
+    uint32_t n = 0;
+    for (size_t i = 0; i < ml->res->nmembers; i++)
+        n += !ml->admins || ml->res->members[i].admin;
+    return (struct sb_ops_list){
+        .count = n, .raw = sb_slice_from((const char *)ml, sizeof(*ml)), .next = cl_mlist_next};
+}
+
+static void cl_changed(struct sb_worker *w, void *arg, int err, const struct sb_convs_result *res)
+{
+    struct chat_req *q = arg;
+    if (cl_refused(w, q, err, res)) {
+        free(q);
+        return;
+    }
+    /* Each system message goes to the members after the change and to those it removed. */
+    size_t n = res->nmembers + res->nremoved;
+    struct sb_convs_member *to = res->nmsgs ? malloc((n ? n : 1) * sizeof(*to)) : NULL;
+    if (to) {
+        memcpy(to, res->members, res->nmembers * sizeof(*to));
+        memcpy(to + res->nmembers, res->removed, res->nremoved * sizeof(*to));
+    }
+    for (size_t i = 0; to && i < res->nmsgs; i++) {
+        struct sb_op msg = {.type = SB_OP_MESSAGE};
+        cl_message_op(q->conv, q->conv_len, &res->msgs[i], &msg.u.message);
+        cl_push(w, &msg, CLASS_MESSAGE, q->conv, q->conv_len, res->msgs[i].seq, 0, q->user,
+                q->user_len, to, n);
+    }
+    free(to);
+    sb_metric_add(w, SB_M_MESSAGES_STORED, res->nmsgs);
+    struct cl_mlist admins = {res, true}, members = {res, false};
+    struct sb_op op = {.type = SB_OP_CONV};
+    op.u.conv = (struct sb_op_conv){.last_seq = res->last_seq,
+                                    .read_seq = res->read_seq,
+                                    .conv = sb_slice_from(q->conv, q->conv_len),
+                                    .name = sb_slice_from(res->name, res->name_len),
+                                    .owner = sb_slice_from(res->owner, res->owner_len),
+                                    .admins = cl_mlist_list(&admins),
+                                    .members = cl_mlist_list(&members)};
+    struct chat_to ans = to_req(q);
+    answer(w, &ans, &op, false);
+    free(q);
+}
+
+/* Receipts and typing are not answered over a WebSocket; an HTTP client waits for "ok". */
+static void cl_ok(struct sb_worker *w, const struct chat_req *q)
+{
+    static const char ok[] = "{\"type\":\"ok\"}";
+    if (!q->http)
+        return;
+    struct chat_reply *r = reply_new(q->conn_id, true, q->user, q->user_len, sizeof(ok));
+    if (r) {
+        r->len = sizeof(ok) - 1;
+        memcpy(r->data, ok, r->len);
+        reply_post(w, q->from_worker, r, false);
+    }
+}
+
+static void cl_receipted(struct sb_worker *w, void *arg, int err,
+                         const struct sb_convs_result *res)
+{
+    struct chat_req *q = arg;
+    if (cl_refused(w, q, err, res)) {
+        free(q);
+        return;
+    }
+    cl_ok(w, q);
+    if (res->seq) {
+        /* To the user's other devices and to the senders of the messages it covers. */
+        struct sb_op op = {0};
+        signal_op(&op, q, res->seq);
+        struct sb_convs_member *to = malloc((res->nmembers + 1) * sizeof(*to));
+        if (to) {
+            to[0] = (struct sb_convs_member){q->user, q->user_len, false};
+            memcpy(to + 1, res->members, res->nmembers * sizeof(*to));
+            cl_push(w, &op, CLASS_RECEIPT, q->conv, q->conv_len, res->seq, q->conn_id, q->user,
+                    q->user_len, to, res->nmembers + 1);
+            free(to);
+        }
+    }
+    free(q);
+}
+
+/* Typing goes to every other member. */
+static void cl_typing(struct sb_worker *w, const struct chat_req *q,
+                      const struct sb_convs_member *members, size_t n)
+{
+    struct sb_convs_member *to = malloc((n ? n : 1) * sizeof(*to));
+    size_t k = 0;
+    for (size_t i = 0; to && i < n; i++) {
+        if (!(members[i].len == q->user_len && memcmp(members[i].id, q->user, q->user_len) == 0))
+            to[k++] = members[i];
+    }
+    struct sb_op op = {0};
+    signal_op(&op, q, 0);
+    if (to)
+        cl_push(w, &op, CLASS_TYPING, q->conv, q->conv_len, 0, q->conn_id, q->user, q->user_len,
+                to, k);
+    free(to);
+}
+
+static void cl_typed(struct sb_worker *w, void *arg, int err, const struct sb_convs_result *res)
+{
+    struct chat_req *q = arg;
+    if (!cl_refused(w, q, err, res)) {
+        cl_typing(w, q, res->members, res->nmembers);
+        cl_ok(w, q);
+    }
+    free(q);
+}
+
+/* Typing: once a second per user and conversation, counted on the user's home worker (where
+ * all its devices are on this node). */
+struct cl_typed_at {
+    uint64_t ms;
+    uint8_t len;
+    char key[SB_USER_ID_MAX + 1 + SB_CONV_ID_MAX + 1]; /* user ":" conv */
+};
+
+static const char *typed_key(const void *obj, size_t *len)
+{
+    const struct cl_typed_at *t = obj;
+    *len = t->len;
+    return t->key;
+}
+
+static bool cl_typing_due(struct chat_shard *sh, const struct chat_req *q)
+{
+    char key[sizeof(((struct cl_typed_at *)0)->key)];
+    int n = snprintf(key, sizeof(key), "%s:%s", q->user, q->conv);
+    if (n < 0 || (size_t)n >= sizeof(key))
+        return false;
+    uint64_t now = wall_ms();
+    struct cl_typed_at *t = sb_table_get(&sh->typing, key, (size_t)n);
+    if (t && now - t->ms < TYPING_INTERVAL_MS)
+        return false;
+    if (!t) {
+        if (sh->typing.count >= CL_CACHE_MAX) {
+            for (size_t k = 0; k < sh->typing.cap; k++)
+                free(sh->typing.slots[k].obj);
+            sb_table_destroy(&sh->typing);
+            sb_table_init(&sh->typing, typed_key);
+        }
+        if (!(t = calloc(1, sizeof(*t))))
+            return true;
+        t->len = (uint8_t)n;
+        memcpy(t->key, key, (size_t)n);
+        if (sb_table_add(&sh->typing, t) < 0) {
+            free(t);
+            return true;
+        }
+    }
+    t->ms = now;
+    return true;
+}
+
+static const char *const cl_kinds[] = {
+    [REQ_CREATE] = "create", [REQ_ADD] = "add",         [REQ_REMOVE] = "remove",
+    [REQ_LEAVE] = "leave",   [REQ_RENAME] = "rename",   [REQ_PROMOTE] = "promote",
+    [REQ_DEMOTE] = "demote", [REQ_GET] = "get",
+};
+
+/* A request in cluster mode, on the requesting device's worker. Takes q. */
+static void cl_request(struct sb_worker *w, struct chat_req *q)
+{
+    struct chat_shard *sh = my_shard(w);
+    char a[SB_USER_ID_MAX + 1], b[SB_USER_ID_MAX + 1];
+    bool dm = dm_members(q->conv, q->conv_len, a, b);
+    struct sb_convs_who who = {.conv = q->conv,
+                               .conv_len = q->conv_len,
+                               .user = q->user,
+                               .user_len = q->user_len,
+                               .device = q->device,
+                               .device_len = q->device_len,
+                               .group = !dm};
+    int e;
+    struct sb_convs_member members[2];
+    bool conversation = q->kind == REQ_SEND || q->kind == REQ_RECEIPT || q->kind == REQ_TYPING;
+    if (conversation && !dm && !is_group_id(q->conv, q->conv_len)) {
+        req_error(w, q, SB_OP_ERR_NOT_FOUND, "no such conversation");
+        free(q);
+        return;
+    }
+    if (conversation && dm && !cl_dm(w, q, members, a, b)) {
+        free(q);
+        return;
+    }
+    if (q->kind == REQ_TYPING && !cl_typing_due(sh, q)) {
+        cl_ok(w, q);
+        free(q);
+        return;
+    }
+    if (q->kind == REQ_TYPING && dm) {
+        cl_typing(w, q, members, 2);
+        cl_ok(w, q);
+        free(q);
+        return;
+    }
+    if (q->kind == REQ_SEND) {
+        uint64_t now = wall_ms();
+        struct sb_convs_msg m = {.msg_id = sb_msgid_next(&sh->ids, now),
+                                 .ts_ms = now,
+                                 .form = q->body_form,
+                                 .client_id = q->client_id,
+                                 .client_id_len = q->client_id_len,
+                                 .body = q->text,
+                                 .body_len = q->text_len};
+        e = sb_convs_send(w, cfg.redis, &who, &m, cfg.history_max, cl_sent, q);
+    } else if (q->kind == REQ_RECEIPT) {
+        e = sb_convs_receipt(w, cfg.redis, &who, q->receipt_kind == SB_RECEIPT_READ, q->seq,
+                             RECEIPT_SENDERS_MAX, cl_receipted, q);
+    } else if (q->kind == REQ_TYPING) {
+        struct sb_convs_change c = {.kind = "get", .ts_ms = wall_ms(), .ids = &(uint64_t){0}};
+        e = sb_convs_change(w, cfg.redis, &who, &c, cl_typed, q);
+    } else if (q->kind >= REQ_CREATE && q->kind <= REQ_GET) {
+        if (dm) {
+            req_error(w, q, SB_OP_ERR_BAD_REQUEST,
+                      "a direct conversation has no settings to change");
+            free(q);
+            return;
+        }
+        const char *users[USERS_MAX];
+        size_t lens[USERS_MAX];
+        uint64_t ids[USERS_MAX];
+        const char *p = q->users;
+        uint32_t n = q->nusers < USERS_MAX ? q->nusers : USERS_MAX;
+        uint64_t now = wall_ms();
+        for (uint32_t i = 0; i < n; i++) {
+            users[i] = unpack_user(p, &lens[i]);
+            p = users[i] + lens[i];
+        }
+        for (uint32_t i = 0; i < (n ? n : 1); i++)
+            ids[i] = sb_msgid_next(&sh->ids, now);
+        struct sb_convs_change c = {.kind = cl_kinds[q->kind],
+                                    .text = q->text,
+                                    .text_len = q->text_len,
+                                    .users = users,
+                                    .user_lens = lens,
+                                    .nusers = n,
+                                    .ts_ms = now,
+                                    .ids = ids,
+                                    .history_max = cfg.history_max,
+                                    .max_members = cfg.max_group_members};
+        e = sb_convs_change(w, cfg.redis, &who, &c, cl_changed, q);
+    } else {
+        req_error(w, q, SB_OP_ERR_UNSUPPORTED, "not available in cluster mode");
+        free(q);
+        return;
+    }
+    if (e < 0)
+        cl_sent(w, q, e, NULL); /* answers the error and frees q (the callback never runs) */
+}
+
+/* A sync page built from Redis's answer. */
+struct cl_hlist {
+    const struct chat_sync *q;
+    const struct sb_convs_msg *msgs;
+};
+
+static int cl_hlist_next(struct sb_ops_list_iter *it, void *item)
+{
+    const struct cl_hlist *h = (const void *)it->list->raw.base;
+    if (it->index >= it->list->count)
+        return 0;
+    cl_message_op(h->q->conv, h->q->conv_len, &h->msgs[it->index++], item);
+    return 1;
+}
+
+static void cl_synced(struct sb_worker *w, void *arg, int err, const struct sb_convs_result *res)
+{
+    struct chat_sync *q = arg;
+    struct chat_to to = to_sync(q);
+    if (err < 0 || res->status == 0) {
+        char msg[256];
+        if (err < 0)
+            snprintf(msg, sizeof(msg), "the cluster store is unavailable (%s); retry",
+                     sb_redis_strerror(err));
+        else
+            snprintf(msg, sizeof(msg), "%.*s", (int)res->message_len, res->message);
+        answer_error(w, &to, err < 0 ? SB_OP_ERR_UNAVAILABLE : cl_code(res), msg, q->conv,
+                     q->conv_len);
+        free(q);
+        return;
+    }
+    /* Redis was asked for one more than the limit: whether there is more. */
+    size_t n = 0, bytes = 0;
+    while (n < res->nmsgs && n < q->limit && (n == 0 || bytes < SYNC_PAGE_BYTES))
+        bytes += res->msgs[n++].body_len + 128;
+    uint64_t oldest = res->nmsgs ? res->msgs[0].seq : res->last_seq + 1;
+    struct cl_hlist h = {q, res->msgs};
+    struct sb_op op = {.type = SB_OP_SYNC_PAGE};
+    op.u.sync_page = (struct sb_op_sync_page){
+        .last_seq = n ? res->msgs[n - 1].seq : res->last_seq,
+        .has_more = n < res->nmsgs,
+        .truncated = q->last_seq < res->last_seq && q->last_seq + 1 < oldest,
+        .conv = sb_slice_from(q->conv, q->conv_len),
+        .messages = {.count = (uint32_t)n,
+                     .raw = sb_slice_from((const char *)&h, sizeof(h)),
+                     .next = cl_hlist_next}};
+    struct chat_reply *rep = reply_op(&to, &op);
+    if (rep)
+        reply_post(w, q->from_worker, rep, false);
+    else
+        answer_error(w, &to, SB_OP_ERR_UNAVAILABLE, "out of memory; retry", q->conv, q->conv_len);
+    free(q);
+}
+
+/* A sync of one conversation in cluster mode, on the device's worker. Takes q. */
+static void cl_sync(struct sb_worker *w, struct chat_sync *q)
+{
+    char a[SB_USER_ID_MAX + 1], b[SB_USER_ID_MAX + 1];
+    bool dm = dm_members(q->conv, q->conv_len, a, b);
+    bool unknown = !dm && !is_group_id(q->conv, q->conv_len);
+    if (unknown || (dm && strcmp(a, q->user) != 0 && strcmp(b, q->user) != 0)) {
+        struct chat_to to = to_sync(q);
+        answer_error(w, &to, unknown ? SB_OP_ERR_NOT_FOUND : SB_OP_ERR_FORBIDDEN,
+                     unknown ? "no such conversation" : "not a member of this conversation",
+                     q->conv, q->conv_len);
+        free(q);
+        return;
+    }
+    struct sb_convs_who who = {.conv = q->conv,
+                               .conv_len = q->conv_len,
+                               .user = q->user,
+                               .user_len = q->user_len,
+                               .device = "",
+                               .group = !dm};
+    int e = sb_convs_sync(w, cfg.redis, &who, q->last_seq, q->limit + 1, cl_synced, q);
+    if (e < 0)
+        cl_synced(w, q, e, NULL);
+}
+
 /* ---- client operations ---------------------------------------------------------------------- */
 
 /* The request being handled: who sent it and the ids its answers carry. */
@@ -2415,6 +3398,10 @@ static void req_send(const struct chat_in *in, struct chat_req *q)
     q->http = in->d->http;
     q->enc = in->enc;
     q->request_id = in->rid.request_id;
+    if (cfg.redis) {
+        cl_request(w, q);
+        return;
+    }
     unsigned home = sb_home_worker(q->conv, q->conv_len, cfg.workers);
     if (sb_worker_post(w, home, sequence, q) < 0) {
         free(q);
@@ -2645,6 +3632,10 @@ static bool sync_post(const struct chat_in *in, struct sb_slice conv, uint64_t l
     memcpy(q->id, in->id, q->id_len + 1);
     memcpy(q->conv, conv.base, conv.len);
     q->conv[conv.len] = '\0';
+    if (cfg.redis) {
+        cl_sync(w, q);
+        return true;
+    }
     if (sb_worker_post(w, sb_home_worker(conv.base, conv.len, cfg.workers), sync_serve, q) < 0) {
         free(q);
         in_error(in, SB_OP_ERR_UNAVAILABLE, "out of memory; retry");
@@ -2909,6 +3900,13 @@ static void home_serve(struct sb_worker *w, void *arg)
 
 static void op_home(const struct chat_in *in, enum chat_req_kind kind, uint64_t seq, uint32_t limit)
 {
+    if (cfg.redis && kind != REQ_DEVICES) {
+        in_error(in, SB_OP_ERR_UNSUPPORTED,
+                 kind == REQ_LIST_BEGIN ? "conv_list is not available in cluster mode yet"
+                                        : "sync \"since\" is not available in cluster mode yet; "
+                                          "sync by \"convs\"");
+        return;
+    }
     struct chat_req *q = req_of(in, kind, in->id, "", 0, NULL, 0, NULL, 0, 0);
     if (!q) {
         in_error(in, SB_OP_ERR_UNAVAILABLE, "out of memory; retry");

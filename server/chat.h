@@ -18,6 +18,9 @@
 #include "proto/ops.h"
 #include "server/store.h"
 
+struct sb_redis;
+struct sb_registry;
+
 #define SB_DEVICE_ID_MAX 32
 #define SB_CLIENT_ID_MAX 64
 #define SB_GROUP_NAME_MAX 128
@@ -48,6 +51,10 @@ struct sb_chat_config {
     uint32_t max_group_members;
     uint32_t max_groups_per_user;
     uint64_t slow_queue_bytes; /* past this much queued output a device is a slow consumer */
+    /* Cluster mode (both set, or neither): conversations live in Redis (cluster/convs.h) and
+     * pushes reach other nodes through each (node, worker)'s sharded channel. */
+    struct sb_redis *redis;
+    struct sb_registry *registry;
 };
 
 /* Allocates one shard per worker. Returns 0 or -ENOMEM. */
@@ -59,6 +66,10 @@ void sb_chat_each_user(struct sb_worker *w, void (*fn)(void *arg, const char *us
 /* How many devices user has online on this worker (its home worker), and their ids (separated
  * by spaces, as many as fit cap with the NUL). Worker. */
 unsigned sb_chat_devices(struct sb_worker *w, const char *user, size_t len, char *ids, size_t cap);
+
+/* Cluster mode: the registry wrote the user's entry on this worker (sb_registry_written_fn):
+ * every node's cache of where the user is gets dropped, shortly. Worker. */
+void sb_chat_located(struct sb_worker *w, const char *user, size_t len);
 
 /* Frees every shard. Call after sb_store_close (entries may be in its batches until then). */
 void sb_chat_free(void);

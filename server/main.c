@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cluster/convs.h"
 #include "cluster/redis.h"
 #include "core/engine.h"
 #include "core/log.h"
@@ -179,7 +180,8 @@ static int listen_more(const struct sb_settings *st, struct sb_engine *e, struct
  * Opens the history store and rebuilds every conversation from it, then rewrites the logs for
  * today's worker count. Main thread, before the workers run. Returns 0 or -errno (logged).
  */
-static int load_history(const struct sb_settings *st, struct sb_engine *e, struct sb_store **out)
+static int load_history(const struct sb_settings *st, struct sb_engine *e, struct sb_redis *redis,
+                        struct sb_registry *registry, struct sb_store **out)
 {
     struct sb_store_config sc = {.dir = st->data_dir,
                                  .workers = sb_engine_workers(e),
@@ -203,7 +205,9 @@ static int load_history(const struct sb_settings *st, struct sb_engine *e, struc
                                 .max_body = (uint32_t)st->max_body_size,
                                 .max_group_members = (uint32_t)st->max_group_members,
                                 .max_groups_per_user = (uint32_t)st->max_groups_per_user,
-                                .slow_queue_bytes = st->slow_queue_bytes};
+                                .slow_queue_bytes = st->slow_queue_bytes,
+                                .redis = redis,
+                                .registry = registry};
     r = sb_chat_init(&cc);
     if (r == 0) {
         ssize_t n = sb_store_replay(store, sb_chat_restore, NULL);
@@ -348,12 +352,14 @@ static int serve(struct sb_settings *st)
         goto out;
     }
     sb_metrics_set_redis(redis);
+    sb_convs_set_wait((unsigned)st->cluster_wait_replicas, (unsigned)st->cluster_wait_ms);
     struct sb_registry_config reg_cfg = {
         .name = st->node_name,
         .heartbeat_ms = (unsigned)st->cluster_heartbeat_ms,
         .ttl_ms = (unsigned)st->cluster_node_ttl_ms,
         .each_user = sb_chat_each_user,
         .devices = sb_chat_devices,
+        .written = sb_chat_located,
     };
     r = sb_registry_create(e, redis, &reg_cfg, &registry);
     if (r < 0) {
@@ -388,7 +394,7 @@ static int serve(struct sb_settings *st)
     if (listen_more(st, e, &tls, more_addr, sizeof(more_addr)) < 0)
         goto out;
     /* After the listen: a server that cannot run leaves the data directory alone. */
-    if (load_history(st, e, &store) < 0)
+    if (load_history(st, e, redis, registry, &store) < 0)
         goto out;
     if (sb_engine_start(e) < 0)
         goto out;

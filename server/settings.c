@@ -137,5 +137,9 @@ const struct sb_setting sb_settings_table[] = {
      "cluster: how often each worker renews this node's liveness in Redis"},
     {"cluster_node_ttl_ms", SB_SET_INT, F(cluster_node_ttl_ms), "5000", 300, 600000, NULL,
      "cluster: a node not heard from for this long is dead (its users offline); >= 2 heartbeats"},
+    {"cluster_wait_replicas", SB_SET_INT, F(cluster_wait_replicas), "1", 0, 16, NULL,
+     "cluster: a message is acknowledged once this many replicas of its Redis master have it"},
+    {"cluster_wait_ms", SB_SET_INT, F(cluster_wait_ms), "500", 1, 60000, NULL,
+     "cluster: how long the replicas have to confirm a write before the send fails (retryable)"},
     {0},
 };

@@ -73,6 +73,8 @@ struct sb_settings {
     char *node_name;
     int64_t cluster_heartbeat_ms;
     int64_t cluster_node_ttl_ms;
+    int64_t cluster_wait_replicas;
+    int64_t cluster_wait_ms;
 };
 
 extern const struct sb_setting sb_settings_table[];

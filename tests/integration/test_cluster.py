@@ -4,7 +4,8 @@ liveness, the user registry, and the degraded mode.
 - two nodes see each other in /api/connections/stats; a user's devices are registered under the
   node and worker that hold them, and unregistered when the last one leaves;
 - a node killed with SIGKILL leaves the live set within its TTL;
-- every Redis node stopped: /api/health says degraded (with the reason), local delivery goes on;
+- every Redis node stopped: /api/health says degraded (with the reason), a send gets a
+  retryable error, local delivery of what needs no Redis (typing) goes on;
   Redis restarted (empty: the test cluster keeps nothing on disk): healthy again by itself, and
   the users still connected are registered again."""
 
@@ -172,11 +173,17 @@ class ClusterRegistryTest(unittest.TestCase):
                 lambda: get_json(a.port, "/api/health")["status"] == "degraded", 10))
             health = get_json(a.port, "/api/health")
             self.assertTrue(health["reason"].startswith("redis: "), health)
-            # Local delivery does not need Redis.
+            # A send needs Redis (it sequences and stores): a retryable error, not a false
+            # ack. Local delivery of what needs no Redis goes on.
             await carol.send(json.dumps({"type": "send", "id": "d1", "to": "dave",
-                                         "body": "still here"}))
+                                         "body": "not now"}))
+            got = json.loads(await asyncio.wait_for(carol.recv(), 10))
+            self.assertEqual((got["type"], got["code"], got["id"]),
+                             ("error", "unavailable", "d1"), got)
+            self.assertGreater(got["retry_after_ms"], 0)
+            await carol.send(json.dumps({"type": "typing", "to": "dave"}))
             got = json.loads(await asyncio.wait_for(dave.recv(), 10))
-            self.assertEqual((got["type"], got["body"]), ("message", "still here"))
+            self.assertEqual((got["type"], got["user"]), ("typing", "carol"))
             erin = await connect(a.port, "erin")  # connects while Redis is away
             self.rc.start()
             self.assertTrue(sbtest.wait_until(
