@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define KEY_MAX 512   /* "sb:c:{" conv "}:k:" n ":" user client id */
+#define KEY_MAX 512 /* "sb:c:{" conv "}:k:" n ":" user client id */
 #define NUM_MAX 24
 
 /* KEYS: meta, members, log, cursors, dedup (meta again when there is no client id).
@@ -413,7 +413,8 @@ static bool parse(const struct call *c, const redisReply *r, struct sb_convs_res
         res->have_members = true;
         return parse_names(r->element[2], &res->members, &res->nmembers);
     default:
-        if (r->elements != 9 || !num(r->element[8], &res->read_seq) || !num(r->element[1], &res->last_seq) || !is_str(r->element[2]) ||
+        if (r->elements != 9 || !num(r->element[8], &res->read_seq) ||
+            !num(r->element[1], &res->last_seq) || !is_str(r->element[2]) ||
             !is_str(r->element[3]) || !num(r->element[4], &res->created_ms))
             return false;
         res->owner = r->element[2]->str, res->owner_len = r->element[2]->len;
@@ -508,8 +509,7 @@ static void answered(struct sb_worker *w, void *arg, int err, const redisReply *
 
 static struct call *call_new(const struct sb_convs_who *who, uint8_t op, sb_convs_cb cb, void *arg)
 {
-    if (who->conv_len == 0 || who->conv_len > 255 || who->user_len > 255 ||
-        who->device_len > 255)
+    if (who->conv_len == 0 || who->conv_len > 255 || who->user_len > 255 || who->device_len > 255)
         return NULL;
     struct call *c = calloc(1, sizeof(*c));
     if (!c)
@@ -572,11 +572,18 @@ int sb_convs_send(struct sb_worker *w, struct sb_redis *r, const struct sb_convs
     char dedup[KEY_MAX];
     size_t dlen = key_of(dedup, who, ":k:");
     dlen += (size_t)snprintf(dedup + dlen, KEY_MAX - dlen, "%zu:%.*s%.*s", who->user_len,
-                             (int)who->user_len, who->user, (int)m->client_id_len,
-                             m->client_id);
+                             (int)who->user_len, who->user, (int)m->client_id_len, m->client_id);
     char form[4], id[NUM_MAX], ts[NUM_MAX], hmax[NUM_MAX], ttl[NUM_MAX];
-    const char *args[10] = {who->group ? "1" : "0", who->user, who->device, m->client_id ? m->client_id : "",
-                            form, m->body ? m->body : "", id, ts, hmax, ttl};
+    const char *args[10] = {who->group ? "1" : "0",
+                            who->user,
+                            who->device,
+                            m->client_id ? m->client_id : "",
+                            form,
+                            m->body ? m->body : "",
+                            id,
+                            ts,
+                            hmax,
+                            ttl};
     size_t lens[10] = {1,
                        who->user_len,
                        who->device_len,
@@ -623,16 +630,17 @@ int sb_convs_change(struct sb_worker *w, struct sb_redis *r, const struct sb_con
     char ts[NUM_MAX], hmax[NUM_MAX], maxm[NUM_MAX], n[NUM_MAX];
     int e = -ENOMEM;
     if (args && lens && ids) {
-        const char *fixed[8] = {ch->kind, who->user, who->device, ts, hmax, ch->text ? ch->text : "", maxm, n};
-        size_t flen[8] = {strlen(ch->kind),
-                          who->user_len,
-                          who->device_len,
-                          (size_t)snprintf(ts, sizeof(ts), "%llu", (unsigned long long)ch->ts_ms),
-                          (size_t)snprintf(hmax, sizeof(hmax), "%u",
-                                           ch->history_max ? ch->history_max : 1),
-                          ch->text_len,
-                          (size_t)snprintf(maxm, sizeof(maxm), "%u", ch->max_members),
-                          (size_t)snprintf(n, sizeof(n), "%u", nids)};
+        const char *fixed[8] = {
+            ch->kind, who->user, who->device, ts, hmax, ch->text ? ch->text : "", maxm, n};
+        size_t flen[8] = {
+            strlen(ch->kind),
+            who->user_len,
+            who->device_len,
+            (size_t)snprintf(ts, sizeof(ts), "%llu", (unsigned long long)ch->ts_ms),
+            (size_t)snprintf(hmax, sizeof(hmax), "%u", ch->history_max ? ch->history_max : 1),
+            ch->text_len,
+            (size_t)snprintf(maxm, sizeof(maxm), "%u", ch->max_members),
+            (size_t)snprintf(n, sizeof(n), "%u", nids)};
         memcpy(args, fixed, sizeof(fixed));
         memcpy(lens, flen, sizeof(flen));
         for (unsigned i = 0; i < nids; i++) {

@@ -33,8 +33,7 @@ int sb_redis_ssubscribe(struct sb_worker *w, struct sb_redis *r, const char *cha
                         sb_redis_msg_cb cb, void *arg);
 
 /* Stops the subscription (0), or -ENOENT. */
-int sb_redis_sunsubscribe(struct sb_worker *w, struct sb_redis *r, const char *channel,
-                          size_t len);
+int sb_redis_sunsubscribe(struct sb_worker *w, struct sb_redis *r, const char *channel, size_t len);
 
 /* Whether Redis has confirmed every subscription of this worker, now. */
 bool sb_redis_subscribed(struct sb_worker *w, struct sb_redis *r);

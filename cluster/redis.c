@@ -1003,8 +1003,8 @@ static void on_push(struct rworker *rw, struct node *n, const redisReply *reply)
         /* An error answer to SSUBSCRIBE: MOVED (our map is behind) or the cluster is down. The
          * subscriptions not confirmed here are placed again after a new map. */
         if (reply->type == REDIS_REPLY_ERROR)
-            sb_log(SB_LOG_DEBUG, 0, "redis: node %s refused a subscription: %.*s",
-                   node_text(n, t), (int)reply->len, reply->str);
+            sb_log(SB_LOG_DEBUG, 0, "redis: node %s refused a subscription: %.*s", node_text(n, t),
+                   (int)reply->len, reply->str);
         for (struct sub *s = rw->subs; s; s = s->next) {
             if (s->on == n && !s->confirmed) {
                 s->pending = false;

@@ -2410,7 +2410,7 @@ static void sync_serve(struct sb_worker *w, void *arg)
  */
 
 #define CL_CHANNEL_MAX (8 + SB_NODE_ID_MAX + 12)
-#define CL_HEAD 14      /* class, seq, conversation id length, json length (before its bytes) */
+#define CL_HEAD 14       /* class, seq, conversation id length, json length (before its bytes) */
 #define CL_RETRY_MS 1000 /* what an unavailable store's error suggests */
 
 static size_t cl_channel(char *buf, const char *node, size_t node_len, unsigned worker)
@@ -2886,11 +2886,11 @@ static bool cl_refused(struct sb_worker *w, const struct chat_req *q, int err,
         if (err != -ESHUTDOWN)
             sb_log(SB_LOG_DEBUG, err, "%s: %s", q->conv, msg);
         struct sb_op op = {.type = SB_OP_ERROR};
-        op.u.error = (struct sb_op_error){
-            .code = err == -EPROTO ? SB_OP_ERR_INTERNAL : SB_OP_ERR_UNAVAILABLE,
-            .retry_after_ms = err == -EPROTO ? 0 : CL_RETRY_MS,
-            .message = sb_slice_from(msg, strlen(msg)),
-            .conv = sb_slice_from(q->conv, q->conv_len)};
+        op.u.error = (struct sb_op_error){.code = err == -EPROTO ? SB_OP_ERR_INTERNAL
+                                                                 : SB_OP_ERR_UNAVAILABLE,
+                                          .retry_after_ms = err == -EPROTO ? 0 : CL_RETRY_MS,
+                                          .message = sb_slice_from(msg, strlen(msg)),
+                                          .conv = sb_slice_from(q->conv, q->conv_len)};
         struct chat_to to = to_req(q);
         answer(w, &to, &op, false);
         return true;
@@ -3062,8 +3062,7 @@ static void cl_ok(struct sb_worker *w, const struct chat_req *q)
     }
 }
 
-static void cl_receipted(struct sb_worker *w, void *arg, int err,
-                         const struct sb_convs_result *res)
+static void cl_receipted(struct sb_worker *w, void *arg, int err, const struct sb_convs_result *res)
 {
     struct chat_req *q = arg;
     if (cl_refused(w, q, err, res)) {
@@ -3100,8 +3099,8 @@ static void cl_typing(struct sb_worker *w, const struct chat_req *q,
     struct sb_op op = {0};
     signal_op(&op, q, 0);
     if (to)
-        cl_push(w, &op, CLASS_TYPING, q->conv, q->conv_len, 0, q->conn_id, q->user, q->user_len,
-                to, k);
+        cl_push(w, &op, CLASS_TYPING, q->conv, q->conv_len, 0, q->conn_id, q->user, q->user_len, to,
+                k);
     free(to);
 }
 
@@ -3161,8 +3160,8 @@ static bool cl_typing_due(struct chat_shard *sh, const struct chat_req *q)
 }
 
 static const char *const cl_kinds[] = {
-    [REQ_CREATE] = "create", [REQ_ADD] = "add",         [REQ_REMOVE] = "remove",
-    [REQ_LEAVE] = "leave",   [REQ_RENAME] = "rename",   [REQ_PROMOTE] = "promote",
+    [REQ_CREATE] = "create", [REQ_ADD] = "add",       [REQ_REMOVE] = "remove",
+    [REQ_LEAVE] = "leave",   [REQ_RENAME] = "rename", [REQ_PROMOTE] = "promote",
     [REQ_DEMOTE] = "demote", [REQ_GET] = "get",
 };
 
