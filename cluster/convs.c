@@ -23,7 +23,11 @@ static const char send_lua[] =
     "end\n"
     "if ARGV[4] ~= '' then\n"
     "  local d = redis.call('GET', KEYS[5])\n"
-    "  if d then return {2, d} end\n"
+    "  if d then\n"
+    "    local id = string.match(d, '^%d+') .. '-0'\n"
+    "    return {2, d, ARGV[1] == '1' and redis.call('HGETALL', KEYS[2]) or false,\n"
+    "      redis.call('XRANGE', KEYS[3], id, id)}\n"
+    "  end\n"
     "end\n"
     "local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)\n"
     "redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[9], seq .. '-0', 'i', ARGV[7], 't', ARGV[8],\n"
@@ -193,6 +197,7 @@ struct call {
     bool read_only; /* a change that is a get */
     struct sb_redis *r;
     redisReply *kept; /* the script's answer while the replicas are waited for */
+    unsigned want;    /* how many replicas must confirm the write */
     size_t key_len;
     char key[KEY_MAX]; /* the meta key: the WAIT goes where the script went */
     uint64_t ts_ms;
@@ -403,6 +408,13 @@ static bool parse(const struct call *c, const redisReply *r, struct sb_convs_res
             res->have_members = true;
             return parse_members(r->element[2], &res->members, &res->nmembers);
         }
+        /* A repeat: the members (a group's) and the message, when still in history. */
+        if (res->status == 2 && r->elements == 4) {
+            res->have_members = r->element[2]->type == REDIS_REPLY_ARRAY;
+            return (!res->have_members ||
+                    parse_members(r->element[2], &res->members, &res->nmembers)) &&
+                   parse_entries(r->element[3], res);
+        }
         return true;
     case 'y':
         return r->elements == 3 && num(r->element[1], &res->last_seq) &&
@@ -475,7 +487,7 @@ static redisReply *reply_dup(const redisReply *r)
 static void waited(struct sb_worker *w, void *arg, int err, const redisReply *reply)
 {
     struct call *c = arg;
-    if (err == 0 && (reply->type != REDIS_REPLY_INTEGER || reply->integer < wait_replicas))
+    if (err == 0 && (reply->type != REDIS_REPLY_INTEGER || reply->integer < c->want))
         err = -EAGAIN; /* not on enough replicas (yet): what a failover could lose */
     finish(w, c, err, c->kept);
 }
@@ -490,13 +502,17 @@ static void answered(struct sb_worker *w, void *arg, int err, const redisReply *
     bool wrote = err == 0 && c->op != 'y' && reply->type == REDIS_REPLY_ARRAY &&
                  reply->elements >= 2 && reply->element[0]->type == REDIS_REPLY_INTEGER &&
                  reply->element[0]->integer == 1 && !(c->op == 'c' && c->read_only);
-    if (!wrote || wait_replicas == 0) {
+    /* A master left with fewer replicas (one failed, or was promoted) waits for those it has:
+     * demanding more would refuse every write until an operator adds a replica. */
+    unsigned have = wrote ? sb_redis_replicas(w, c->r, c->key, c->key_len) : 0;
+    c->want = wait_replicas < have ? wait_replicas : have;
+    if (c->want == 0) {
         finish(w, c, err, reply);
         return;
     }
     char n[NUM_MAX], ms[NUM_MAX];
     const char *argv[3] = {"WAIT", n, ms};
-    size_t argvlen[3] = {4, (size_t)snprintf(n, sizeof(n), "%u", wait_replicas),
+    size_t argvlen[3] = {4, (size_t)snprintf(n, sizeof(n), "%u", c->want),
                          (size_t)snprintf(ms, sizeof(ms), "%u", wait_ms)};
     if (!(c->kept = reply_dup(reply))) {
         finish(w, c, -ENOMEM, NULL);

@@ -86,8 +86,9 @@ struct sb_convs_who {
 
 /*
  * Appends a message (m: msg_id, ts_ms, client_id (none: length 0), form, body; its seq is
- * assigned here) unless the user sent this client id before (status 2). A group send's result
- * carries the members. history_max bounds the stream (approximately).
+ * assigned here) unless the user sent this client id before (status 2: the first send's ack, and
+ * its message in msgs while history holds it). A group send's result carries the members.
+ * history_max bounds the stream (approximately).
  */
 int sb_convs_send(struct sb_worker *w, struct sb_redis *r, const struct sb_convs_who *who,
                   const struct sb_convs_msg *m, uint32_t history_max, sb_convs_cb cb, void *arg);

@@ -4,7 +4,8 @@
  * message reaches cb on that worker. Subscriptions follow their slot by themselves: after a lost
  * connection, a failover, a slot migration (Redis drops the subscription with an unsolicited
  * sunsubscribe) or any topology change, the worker subscribes again where the slot is served.
- * Delivery is at most once: what is published while a subscription moves is lost.
+ * Delivery is at most once: what is published while a subscription moves is lost, and when the
+ * subscription is confirmed again after such a lapse, cb runs once with msg NULL to say so.
  *
  * Publishing is an ordinary command routed by the channel:
  *   sb_redis_cmd(w, r, channel, len, 3, {"SPUBLISH", channel, message}, ...).
@@ -22,7 +23,7 @@
 #define SB_REDIS_CHANNEL_MAX 256 /* bytes of a channel name */
 #define SB_REDIS_MAX_SUBS 1024   /* channels one worker subscribes to */
 
-/* A message on channel: both valid during the call only. */
+/* A message on channel (both valid during the call only), or msg NULL: a lapse ended. */
 typedef void (*sb_redis_msg_cb)(struct sb_worker *w, void *arg, const char *channel, size_t clen,
                                 const char *msg, size_t len);
 

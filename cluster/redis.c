@@ -101,6 +101,7 @@ struct sub {
     struct node *on; /* the subscriber node it is (to be) subscribed on; NULL: no map yet */
     bool pending;    /* SSUBSCRIBE sent, not confirmed yet */
     bool confirmed;
+    bool ever; /* confirmed once: a later confirmation ends a lapse */
     uint16_t slot;
     size_t len;
     sb_redis_msg_cb cb;
@@ -119,6 +120,7 @@ struct rworker {
     struct sub *subs;
     unsigned nsubs;
     struct node **owner; /* SB_SLOTS entries: each slot's master, NULL when unknown */
+    uint8_t *nreplicas;  /* SB_SLOTS entries: the replicas the map lists for each slot */
     bool have_map;
     struct cmdq unrouted; /* waiting for a map */
     bool refreshing;      /* a CLUSTER SLOTS is in flight */
@@ -650,6 +652,11 @@ static void apply_map(struct rworker *rw, const struct sb_slot_map *m)
             n->wanted = true;
     }
     free(by_index);
+    memset(rw->nreplicas, 0, SB_SLOTS);
+    for (unsigned i = 0; i < m->nranges; i++) {
+        const struct sb_slot_range *r = &m->ranges[i];
+        memset(rw->nreplicas + r->start, r->nreplicas, (size_t)r->end - r->start + 1u);
+    }
     rw->have_map = true;
     for (struct node *n = rw->nodes; n; n = n->next) {
         /* A master again after it was let go while down gets its attempt now, too. */
@@ -1027,6 +1034,10 @@ static void on_push(struct rworker *rw, struct node *n, const redisReply *reply)
         if (s && s->on == n) {
             s->pending = false;
             s->confirmed = true;
+            bool lapsed = s->ever; /* every confirmation after the first follows a loss */
+            s->ever = true;
+            if (lapsed)
+                s->cb(rw->w, s->arg, s->channel, s->len, NULL, 0);
         }
     } else if (kind_is(kind, "sunsubscribe")) {
         /* Unasked (we unsubscribe only where a subscription no longer is): the slot moved. */
@@ -1088,6 +1099,11 @@ int sb_redis_sunsubscribe(struct sb_worker *w, struct sb_redis *r, const char *c
         return 0;
     }
     return -ENOENT;
+}
+
+unsigned sb_redis_replicas(struct sb_worker *w, struct sb_redis *r, const void *key, size_t len)
+{
+    return r->workers[sb_worker_id(w)].nreplicas[sb_slot_of(key, len)];
 }
 
 bool sb_redis_subscribed(struct sb_worker *w, struct sb_redis *r)
@@ -1341,7 +1357,8 @@ int sb_redis_create(struct sb_engine *e, const struct sb_redis_config *cfg, stru
         struct rworker *rw = &r->workers[i];
         rw->r = r;
         rw->owner = calloc(SB_SLOTS, sizeof(*rw->owner));
-        if (!rw->owner)
+        rw->nreplicas = calloc(SB_SLOTS, 1);
+        if (!rw->owner || !rw->nreplicas)
             err = -ENOMEM;
         rw->sweep_timer.cb = sweep_due;
         rw->refresh_timer.cb = refresh_due;
@@ -1410,6 +1427,7 @@ void sb_redis_free(struct sb_redis *r)
         free_list(q_take(&rw->unrouted));
         free_list(rw->free_cmds);
         free(rw->owner);
+        free(rw->nreplicas);
     }
     free(r->workers);
     free(r->user);

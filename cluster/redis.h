@@ -76,6 +76,10 @@ int sb_redis_create(struct sb_engine *e, const struct sb_redis_config *cfg, stru
 int sb_redis_cmd(struct sb_worker *w, struct sb_redis *r, const char *key, size_t keylen, int argc,
                  const char **argv, const size_t *argvlen, sb_redis_cb cb, void *arg);
 
+/* How many healthy replicas this worker's current map lists for key's master (0 before a map;
+ * CLUSTER SLOTS leaves failed replicas out). */
+unsigned sb_redis_replicas(struct sb_worker *w, struct sb_redis *r, const void *key, size_t len);
+
 /* Whether a caller may retry a command that failed with err (the cluster may heal). */
 bool sb_redis_retryable(int err);
 

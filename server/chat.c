@@ -169,6 +169,9 @@ struct chat_shard {
     char *inval;
     size_t inval_len, inval_cap;
     struct sb_worker_timer inval_timer;
+    struct cl_pub *retry; /* publishes that failed, to send again (cl_retry_due) */
+    size_t nretry;
+    struct sb_worker_timer retry_timer;
     struct sb_table typing; /* struct cl_typed_at */
 };
 
@@ -211,9 +214,11 @@ static const char *msg_key(const void *obj, size_t *len)
 
 static void cl_start(struct sb_worker *w, void *arg);
 static void cl_flush(struct sb_worker *w, struct sb_worker_timer *t);
+static void cl_retry_due(struct sb_worker *w, struct sb_worker_timer *t);
 static const char *cached_key(const void *obj, size_t *len);
 static const char *typed_key(const void *obj, size_t *len);
 static void cl_cache_clear(struct chat_shard *sh);
+static void cl_retry_free(struct chat_shard *sh);
 
 int sb_chat_init(const struct sb_chat_config *c)
 {
@@ -241,6 +246,7 @@ int sb_chat_init(const struct sb_chat_config *c)
         sb_table_init(&shards[i].lcache, cached_key);
         sb_table_init(&shards[i].typing, typed_key);
         shards[i].inval_timer.cb = cl_flush;
+        shards[i].retry_timer.cb = cl_retry_due;
         if (cfg.redis &&
             !(shards[i].lnodes = calloc(SB_REGISTRY_MAX_NODES, sizeof(*shards[i].lnodes))))
             return -ENOMEM;
@@ -294,6 +300,7 @@ void sb_chat_free(void)
         sb_table_destroy(&sh->users);
         cl_cache_clear(sh);
         sb_table_destroy(&sh->lcache);
+        cl_retry_free(sh);
         for (size_t k = 0; k < sh->typing.cap; k++)
             free(sh->typing.slots[k].obj);
         sb_table_destroy(&sh->typing);
@@ -2412,6 +2419,10 @@ static void sync_serve(struct sb_worker *w, void *arg)
 #define CL_CHANNEL_MAX (8 + SB_NODE_ID_MAX + 12)
 #define CL_HEAD 14       /* class, seq, conversation id length, json length (before its bytes) */
 #define CL_RETRY_MS 1000 /* what an unavailable store's error suggests */
+#define CL_LAPSE_SPREAD_MS 2000 /* devices told to reconnect after a lapse come back within */
+#define CL_PUB_TRIES 5          /* sends of one publish: 250, 500, 1000, 2000 ms apart */
+#define CL_PUB_RETRY_MS 250
+#define CL_PUB_WAITING 10000 /* publishes waiting to be sent again, per worker */
 
 static size_t cl_channel(char *buf, const char *node, size_t node_len, unsigned worker)
 {
@@ -2432,7 +2443,8 @@ static uint64_t get_be(const char *p, int bytes)
     return v;
 }
 
-static void cl_ignore(struct sb_worker *w, void *arg, int err, const struct redisReply *reply);
+static void cl_spublish(struct sb_worker *w, const char *ch, size_t clen, const char *head,
+                        size_t head_len, const char *tail, size_t tail_len);
 
 /*
  * Where users are, cached per worker so that a push does not read the registry for every
@@ -2530,18 +2542,11 @@ static void cl_flush(struct sb_worker *w, struct sb_worker_timer *t)
     struct chat_shard *sh = my_shard(w);
     const char *nodes[SB_REGISTRY_MAX_NODES];
     size_t n = sb_registry_live(w, cfg.registry, nodes, SB_REGISTRY_MAX_NODES);
-    char *msg = malloc(1 + sh->inval_len);
-    if (msg) {
-        msg[0] = (char)CL_INVAL;
-        memcpy(msg + 1, sh->inval, sh->inval_len);
-        for (size_t i = 0; i < n; i++) {
-            char ch[CL_CHANNEL_MAX];
-            size_t clen = cl_channel(ch, nodes[i], strlen(nodes[i]), 0);
-            const char *argv[3] = {"SPUBLISH", ch, msg};
-            size_t argvlen[3] = {8, clen, 1 + sh->inval_len};
-            (void)sb_redis_cmd(w, cfg.redis, ch, clen, 3, argv, argvlen, cl_ignore, NULL);
-        }
-        free(msg);
+    const char head = (char)CL_INVAL;
+    for (size_t i = 0; i < n; i++) {
+        char ch[CL_CHANNEL_MAX];
+        size_t clen = cl_channel(ch, nodes[i], strlen(nodes[i]), 0);
+        cl_spublish(w, ch, clen, &head, 1, sh->inval, sh->inval_len);
     }
     sh->inval_len = 0;
 }
@@ -2607,12 +2612,103 @@ struct cl_lookup {
     char user[SB_USER_ID_MAX + 1];
 };
 
-static void cl_ignore(struct sb_worker *w, void *arg, int err, const struct redisReply *reply)
+/* A publish in flight or waiting to be sent again: its channel and message. */
+struct cl_pub {
+    struct cl_pub *next;
+    uint64_t due_ms;
+    unsigned tries;
+    size_t clen, len;
+    char ch[CL_CHANNEL_MAX];
+    char msg[];
+};
+
+static void cl_pub_send(struct sb_worker *w, struct cl_pub *p);
+
+static void cl_retry_free(struct chat_shard *sh)
 {
-    (void)w, (void)arg, (void)reply;
-    if (err < 0)
-        sb_log(SB_LOG_DEBUG, err, "a push to another node was not published (%s)",
-               sb_redis_strerror(err));
+    for (struct cl_pub *p = sh->retry, *next; p; p = next) {
+        next = p->next;
+        free(p);
+    }
+    sh->retry = NULL;
+    sh->nretry = 0;
+}
+
+/* A failed publish is sent again a few times (CL_PUB_TRIES, backing off) unless the failure
+ * cannot heal: a lost push would otherwise stay lost for a device that holds its connection. A
+ * repeat is harmless (devices tell one by its seq; an invalidation is idempotent). */
+static void cl_published(struct sb_worker *w, void *arg, int err, const struct redisReply *reply)
+{
+    (void)reply;
+    struct cl_pub *p = arg;
+    struct chat_shard *sh = my_shard(w);
+    if (err == 0 || err == -ESHUTDOWN) {
+        free(p);
+        return;
+    }
+    if (!sb_redis_retryable(err) || ++p->tries >= CL_PUB_TRIES || sh->nretry >= CL_PUB_WAITING) {
+        sb_log(SB_LOG_WARN, err,
+               "a push to %s was not published (%s): its devices see it at "
+               "their next sync",
+               p->ch, sb_redis_strerror(err));
+        free(p);
+        return;
+    }
+    p->due_ms = sb_worker_now_ms(w) + (CL_PUB_RETRY_MS << (p->tries - 1));
+    p->next = sh->retry;
+    sh->retry = p;
+    if (sh->nretry++ == 0)
+        sb_worker_timer_set(w, &sh->retry_timer, CL_PUB_RETRY_MS);
+}
+
+static void cl_retry_due(struct sb_worker *w, struct sb_worker_timer *t)
+{
+    (void)t;
+    struct chat_shard *sh = my_shard(w);
+    uint64_t now = sb_worker_now_ms(w);
+    struct cl_pub *due = NULL;
+    for (struct cl_pub **pp = &sh->retry; *pp;) {
+        struct cl_pub *p = *pp;
+        if (p->due_ms > now) {
+            pp = &p->next;
+            continue;
+        }
+        *pp = p->next;
+        sh->nretry--;
+        p->next = due;
+        due = p;
+    }
+    if (sh->nretry)
+        sb_worker_timer_set(w, &sh->retry_timer, CL_PUB_RETRY_MS);
+    for (struct cl_pub *p = due, *next; p; p = next) {
+        next = p->next;
+        cl_pub_send(w, p);
+    }
+}
+
+static void cl_pub_send(struct sb_worker *w, struct cl_pub *p)
+{
+    const char *argv[3] = {"SPUBLISH", p->ch, p->msg};
+    size_t argvlen[3] = {8, p->clen, p->len};
+    int e = sb_redis_cmd(w, cfg.redis, p->ch, p->clen, 3, argv, argvlen, cl_published, p);
+    if (e < 0)
+        cl_published(w, p, e, NULL);
+}
+
+/* Publishes head then tail on channel ch. */
+static void cl_spublish(struct sb_worker *w, const char *ch, size_t clen, const char *head,
+                        size_t head_len, const char *tail, size_t tail_len)
+{
+    struct cl_pub *p = malloc(sizeof(*p) + head_len + tail_len);
+    if (!p) {
+        sb_log(SB_LOG_WARN, -ENOMEM, "a push to %s was not published", ch);
+        return;
+    }
+    *p = (struct cl_pub){.clen = clen, .len = head_len + tail_len};
+    memcpy(p->ch, ch, clen);
+    memcpy(p->msg, head, head_len);
+    memcpy(p->msg + head_len, tail, tail_len);
+    cl_pub_send(w, p);
 }
 
 /* Every answer is in: one publish per target, then the push is done. */
@@ -2620,10 +2716,10 @@ static void cl_publish(struct sb_worker *w, struct cl_push *p)
 {
     for (size_t i = 0; i < p->nt; i++) {
         struct cl_target *t = &p->t[i];
-        size_t len = CL_HEAD + p->conv_len + p->json_len + 4 + p->bin_len + t->len;
-        char *msg = malloc(len), ch[CL_CHANNEL_MAX];
-        if (msg) {
-            char *q = msg;
+        size_t hlen = CL_HEAD + p->conv_len + p->json_len + 4 + p->bin_len;
+        char *head = malloc(hlen), ch[CL_CHANNEL_MAX];
+        if (head) {
+            char *q = head;
             *q++ = (char)p->cls;
             put_be(q, p->seq, 8), q += 8;
             *q++ = (char)p->conv_len;
@@ -2631,14 +2727,10 @@ static void cl_publish(struct sb_worker *w, struct cl_push *p)
             put_be(q, p->json_len, 4), q += 4;
             memcpy(q, p->enc, p->json_len), q += p->json_len;
             put_be(q, p->bin_len, 4), q += 4;
-            memcpy(q, p->enc + p->json_len, p->bin_len), q += p->bin_len;
-            memcpy(q, t->users, t->len);
-            size_t clen = cl_channel(ch, t->node, t->node_len, t->worker);
-            const char *argv[3] = {"SPUBLISH", ch, msg};
-            size_t argvlen[3] = {8, clen, len};
-            if (sb_redis_cmd(w, cfg.redis, ch, clen, 3, argv, argvlen, cl_ignore, NULL) < 0)
-                sb_log(SB_LOG_DEBUG, 0, "%s: a push to %s not published", p->conv, ch);
-            free(msg);
+            memcpy(q, p->enc + p->json_len, p->bin_len);
+            cl_spublish(w, ch, cl_channel(ch, t->node, t->node_len, t->worker), head, hlen,
+                        t->users, t->len);
+            free(head);
         }
         free(t->users);
     }
@@ -2786,10 +2878,60 @@ static void cl_push(struct sb_worker *w, const struct sb_op *op, enum chat_class
 }
 
 /* A push from another node for users on this worker (the channel's cb). */
+/* The location cache: every entry dropped (a lapse may have lost invalidations). */
+static void cl_cache_reset(struct sb_worker *w, void *arg)
+{
+    (void)arg;
+    struct chat_shard *sh = my_shard(w);
+    cl_cache_clear(sh);
+    sh->lgen++;
+}
+
+/*
+ * This worker's channel lapsed (a failover, a slot migration, Redis away): pushes from other
+ * nodes may be lost, and no device would notice the last ones. Its devices are asked to
+ * reconnect (spread over CL_LAPSE_SPREAD_MS) and sync; worker 0's channel also carries the
+ * cache invalidations, so a lapse there resets every worker's cache.
+ */
+static void cl_lapsed(struct sb_worker *w)
+{
+    static const char why[] = "pushes from other nodes were interrupted; reconnect and sync";
+    if (sb_worker_id(w) == 0) {
+        for (unsigned k = 1; k < cfg.workers; k++)
+            (void)sb_worker_post(w, k, cl_cache_reset, NULL);
+    }
+    cl_cache_reset(w, NULL);
+    const struct sb_table *t = &my_shard(w)->users;
+    size_t n = 0;
+    for (size_t i = 0; i < t->cap; i++) {
+        const struct chat_user *u = t->slots[i].obj;
+        for (const struct chat_device *d = t->slots[i].hash ? u->devices : NULL; d; d = d->next) {
+            if (d->http || sb_conn_is_closing(d->conn))
+                continue;
+            struct sb_op op = {.type = SB_OP_GOAWAY};
+            op.u.goaway = (struct sb_op_goaway){
+                .reconnect_after_ms =
+                    (uint32_t)((d->conn_id * 0x9E3779B97F4A7C15ull) >> 40) % CL_LAPSE_SPREAD_MS,
+                .reason = sb_slice_from(why, sizeof(why) - 1)};
+            sb__session_send_op(d->conn, &op);
+            sb__session_close(d->conn, SB_WS_CLOSE_TRY_AGAIN, "reconnect and sync");
+            n++;
+        }
+    }
+    sb_log(SB_LOG_WARN, 0,
+           "worker %u: its Redis channel lapsed, so pushes from other nodes may be lost: %zu "
+           "devices asked to reconnect and sync",
+           sb_worker_id(w), n);
+}
+
 static void cl_arrive(struct sb_worker *w, void *arg, const char *channel, size_t clen,
                       const char *msg, size_t len)
 {
     (void)arg;
+    if (!msg) {
+        cl_lapsed(w);
+        return;
+    }
     const char *q = msg, *end = msg + len;
     if (len >= 1 && (uint8_t)msg[0] == CL_INVAL) {
         /* Worker 0 hears it for the node: every worker drops these users from its cache. */
@@ -2957,29 +3099,37 @@ static void cl_sent(struct sb_worker *w, void *arg, int err, const struct sb_con
                                   .conv = sb_slice_from(q->conv, q->conv_len)};
     struct chat_to to = to_req(q);
     answer(w, &to, &op, false);
-    if (res->status == 1) {
-        sb_metric_add(w, SB_M_MESSAGES_STORED, 1);
-        struct sb_convs_msg m = {.seq = res->seq,
-                                 .msg_id = res->msg_id,
-                                 .ts_ms = res->ts_ms,
-                                 .form = q->body_form,
-                                 .user = q->user,
-                                 .user_len = q->user_len,
-                                 .device = q->device,
-                                 .device_len = q->device_len,
-                                 .client_id = q->client_id,
-                                 .client_id_len = q->client_id_len,
-                                 .body = q->text,
-                                 .body_len = q->text_len};
-        struct sb_op msg = {.type = SB_OP_MESSAGE};
-        cl_message_op(q->conv, q->conv_len, &m, &msg.u.message);
-        struct sb_convs_member dm[2];
-        char a[SB_USER_ID_MAX + 1], b[SB_USER_ID_MAX + 1];
-        bool group = res->have_members;
-        if (group || (dm_members(q->conv, q->conv_len, a, b) && cl_dm(w, q, dm, a, b)))
-            cl_push(w, &msg, CLASS_MESSAGE, q->conv, q->conv_len, res->seq, q->conn_id, q->user,
-                    q->user_len, group ? res->members : dm, group ? res->nmembers : 2);
+    /* A repeat is pushed again: its first try may have been written but not acknowledged (a
+     * lost answer, the replicas' WAIT ran out), and then nobody pushed it. Devices tell a
+     * repeat by its seq. */
+    struct sb_convs_msg m = {.seq = res->seq,
+                             .msg_id = res->msg_id,
+                             .ts_ms = res->ts_ms,
+                             .form = q->body_form,
+                             .user = q->user,
+                             .user_len = q->user_len,
+                             .device = q->device,
+                             .device_len = q->device_len,
+                             .client_id = q->client_id,
+                             .client_id_len = q->client_id_len,
+                             .body = q->text,
+                             .body_len = q->text_len};
+    if (res->status == 2 && res->nmsgs == 0) {
+        free(q); /* trimmed from history: long delivered or synced */
+        return;
     }
+    if (res->status == 2)
+        m = res->msgs[0];
+    else
+        sb_metric_add(w, SB_M_MESSAGES_STORED, 1);
+    struct sb_op msg = {.type = SB_OP_MESSAGE};
+    cl_message_op(q->conv, q->conv_len, &m, &msg.u.message);
+    struct sb_convs_member dm[2];
+    char a[SB_USER_ID_MAX + 1], b[SB_USER_ID_MAX + 1];
+    bool group = res->have_members;
+    if (group || (dm_members(q->conv, q->conv_len, a, b) && cl_dm(w, q, dm, a, b)))
+        cl_push(w, &msg, CLASS_MESSAGE, q->conv, q->conv_len, m.seq, q->conn_id, q->user,
+                q->user_len, group ? res->members : dm, group ? res->nmembers : 2);
     free(q);
 }
 

@@ -22,6 +22,7 @@ import websockets
 
 import rediscluster
 import sbtest
+from test_groups import recv_type, request
 
 HEARTBEAT_MS = 200
 TTL_MS = 1000
@@ -189,10 +190,28 @@ class ClusterRegistryTest(unittest.TestCase):
             self.assertTrue(sbtest.wait_until(
                 lambda: get_json(a.port, "/api/health")["status"] == "healthy", 20),
                 a.log_tail())
-            # The restarted cluster is empty: what is there now was registered again.
-            for user in ("carol", "dave", "erin"):
-                self.assertTrue(sbtest.wait_until(lambda: self.entries(user), 10), user)
+            # The restarted cluster is empty: the users were registered again, then their
+            # devices asked to reconnect (the channels lapsed: pushes may have been lost).
+            self.assertTrue(sbtest.wait_until(
+                lambda: "users registered again" in a.read_log() and
+                "devices asked to reconnect and sync" in a.read_log(), 10), a.log_tail())
             for ws in (carol, dave, erin):
+                await ws.close()
+            carol = await connect(a.port, "carol")
+            dave = await connect(a.port, "dave")
+            for user in ("carol", "dave"):
+                self.assertTrue(sbtest.wait_until(lambda: self.entries(user), 10), user)
+            # Messaging is back: sends ack and arrive again.
+            for k in range(50):
+                got = await request(carol, {"type": "send", "id": "d1", "to": "dave",
+                                            "body": "now"}, "ack", timeout=10)
+                if got["type"] == "ack":
+                    break
+                self.assertEqual(got["code"], "unavailable", got)
+                await asyncio.sleep(0.2)
+            self.assertEqual((got["type"], got["seq"]), ("ack", 1), got)
+            self.assertEqual((await recv_type(dave, "message"))["body"], "now")
+            for ws in (carol, dave):
                 await ws.close()
         asyncio.run(asyncio.wait_for(go(), 90))
         log = a.read_log()

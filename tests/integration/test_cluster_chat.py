@@ -77,12 +77,16 @@ class ClusterChatTest(unittest.TestCase):
                 self.assertEqual((m["body"], m["from"], m["device"], m["seq"], m["msg_id"]),
                                  ("hello", "dm-alice", "phone", 1, ack["msg_id"]))
             await no_message(alice)  # the sending device has its ack
-            # A retry with the same client id is the first ack again, not a second message.
+            # A retry with the same client id is the first ack again, not a second message:
+            # the first is pushed again (its seq tells devices it is a repeat).
             dup = await request(alice, {"type": "send", "id": "m1", "to": "dm-bob",
-                                        "body": "hello"}, "ack")
+                                        "body": "hello2"}, "ack")
             self.assertEqual((dup["seq"], dup["msg_id"], dup.get("duplicate")),
                              (1, ack["msg_id"], True))
-            await no_message(bob)
+            for ws in (bob, alice2):
+                m = await recv_type(ws, "message")
+                self.assertEqual((m["body"], m["seq"], m["msg_id"]), ("hello", 1, ack["msg_id"]))
+            await no_message(alice)
             ack = await request(bob, {"type": "send", "id": "r1", "to": "dm-alice",
                                       "body": "back"}, "ack")
             self.assertEqual(ack.get("seq"), 2, ack)
