@@ -69,10 +69,10 @@ typedef void (*sb_convs_cb)(struct sb_worker *w, void *arg, int err,
                             const struct sb_convs_result *res);
 
 /*
- * Writes are acknowledged (cb) once `replicas` replicas of the master have them (WAIT), so a
- * failover loses nothing acknowledged; past timeout_ms the call fails with -EAGAIN (retryable:
- * a repeated send is answered with the first ack). 0 replicas: at once. Main thread, before
- * the workers start.
+ * Writes are acknowledged (cb) once `replicas` replicas of the master have them (WAIT), or as
+ * many as the current map lists for it if fewer, so a failover loses nothing acknowledged; past
+ * timeout_ms the call fails with -EAGAIN (retryable: a repeated send is answered with the first
+ * ack). 0 replicas: at once. Main thread, before the workers start.
  */
 void sb_convs_set_wait(unsigned replicas, unsigned timeout_ms);
 
