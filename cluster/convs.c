@@ -10,17 +10,21 @@
 #define KEY_MAX 512 /* "sb:c:{" conv "}:k:" n ":" user client id */
 #define NUM_MAX 24
 
+/* The start of the scripts that act as a member: ARGV[1] '1' (a group) checks that the group
+ * exists and that ARGV[2] is in it. */
+#define MEMBER_CHECK                                                                               \
+    "if ARGV[1] == '1' then\n"                                                                     \
+    "  if redis.call('HGET', KEYS[1], 'group') ~= '1' then\n"                                      \
+    "    return {0, 'not_found', 'no such conversation'}\n"                                        \
+    "  end\n"                                                                                      \
+    "  if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 0 then\n"                                     \
+    "    return {0, 'forbidden', 'not a member of this conversation'}\n"                           \
+    "  end\n"                                                                                      \
+    "end\n"
+
 /* KEYS: meta, members, log, cursors, dedup (meta again when there is no client id).
  * ARGV: group, user, device, client id, form, body, msg id, ts, history max, dedup ttl. */
-static const char send_lua[] =
-    "if ARGV[1] == '1' then\n"
-    "  if redis.call('HGET', KEYS[1], 'group') ~= '1' then\n"
-    "    return {0, 'not_found', 'no such conversation'}\n"
-    "  end\n"
-    "  if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 0 then\n"
-    "    return {0, 'forbidden', 'not a member of this conversation'}\n"
-    "  end\n"
-    "end\n"
+static const char send_lua[] = MEMBER_CHECK
     "if ARGV[4] ~= '' then\n"
     "  local d = redis.call('GET', KEYS[5])\n"
     "  if d then\n"
@@ -39,15 +43,7 @@ static const char send_lua[] =
     "return {1, ack}\n";
 
 /* KEYS: meta, members, log, cursors. ARGV: group, user, after, limit. */
-static const char sync_lua[] =
-    "if ARGV[1] == '1' then\n"
-    "  if redis.call('HGET', KEYS[1], 'group') ~= '1' then\n"
-    "    return {0, 'not_found', 'no such conversation'}\n"
-    "  end\n"
-    "  if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 0 then\n"
-    "    return {0, 'forbidden', 'not a member of this conversation'}\n"
-    "  end\n"
-    "end\n"
+static const char sync_lua[] = MEMBER_CHECK
     "local last = redis.call('HGET', KEYS[1], 'seq') or '0'\n"
     "return {1, last, redis.call('XRANGE', KEYS[3], '(' .. ARGV[3] .. '-0', '+', 'COUNT', "
     "ARGV[4])}\n";
@@ -55,15 +51,7 @@ static const char sync_lua[] =
 /* KEYS: meta, members, log, cursors. ARGV: group, user, kind (1 delivered, 2 read), seq, most
  * senders. The cursors only move forward; the answer names the senders of the messages now
  * covered (each once, not the user). */
-static const char receipt_lua[] =
-    "if ARGV[1] == '1' then\n"
-    "  if redis.call('HGET', KEYS[1], 'group') ~= '1' then\n"
-    "    return {0, 'not_found', 'no such conversation'}\n"
-    "  end\n"
-    "  if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 0 then\n"
-    "    return {0, 'forbidden', 'not a member of this conversation'}\n"
-    "  end\n"
-    "end\n"
+static const char receipt_lua[] = MEMBER_CHECK
     "local seq = math.min(tonumber(ARGV[4]), tonumber(redis.call('HGET', KEYS[1], 'seq') or '0'))\n"
     "local rf, df = 'r:' .. ARGV[2], 'd:' .. ARGV[2]\n"
     "local rd = tonumber(redis.call('HGET', KEYS[4], rf) or '0')\n"
