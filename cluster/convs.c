@@ -23,7 +23,9 @@
     "end\n"
 
 /* KEYS: meta, members, log, cursors, dedup (meta again when there is no client id).
- * ARGV: group, user, device, client id, form, body, msg id, ts, history max, dedup ttl. */
+ * ARGV: group, user, device, client id, form, body, msg id, ts, history max, dedup ttl, the
+ * membership version whose members the caller has (a group's members come back when it is not
+ * the current one). */
 static const char send_lua[] = MEMBER_CHECK
     "if ARGV[4] ~= '' then\n"
     "  local d = redis.call('GET', KEYS[5])\n"
@@ -39,8 +41,10 @@ static const char send_lua[] = MEMBER_CHECK
     "  'b', ARGV[6])\n"
     "local ack = seq .. ' ' .. ARGV[7] .. ' ' .. ARGV[8]\n"
     "if ARGV[4] ~= '' then redis.call('SET', KEYS[5], ack, 'EX', ARGV[10]) end\n"
-    "if ARGV[1] == '1' then return {1, ack, redis.call('HGETALL', KEYS[2])} end\n"
-    "return {1, ack}\n";
+    "if ARGV[1] ~= '1' then return {1, ack} end\n"
+    "local mv = redis.call('HGET', KEYS[1], 'mver') or '0'\n"
+    "if mv == ARGV[11] then return {1, ack, mv} end\n"
+    "return {1, ack, mv, redis.call('HGETALL', KEYS[2])}\n";
 
 /* KEYS: meta, members, log, cursors. ARGV: group, user, after, limit. */
 static const char sync_lua[] = MEMBER_CHECK
@@ -187,7 +191,7 @@ struct call {
     redisReply *kept; /* the script's answer while the replicas are waited for */
     unsigned want;    /* how many replicas must confirm the write */
     size_t key_len;
-    char key[KEY_MAX]; /* the meta key: the WAIT goes where the script went */
+    char key[KEY_MAX]; /* the meta key: how many replicas its slot has */
     uint64_t ts_ms;
     size_t user_len, device_len;
     char user[256], device[256];
@@ -392,9 +396,12 @@ static bool parse(const struct call *c, const redisReply *r, struct sb_convs_res
     case 's':
         if (!parse_ack(r->element[1], res))
             return false;
-        if (res->status == 1 && r->elements == 3) {
-            res->have_members = true;
-            return parse_members(r->element[2], &res->members, &res->nmembers);
+        if (res->status == 1 && r->elements >= 3) {
+            if (!num(r->element[2], &res->mver))
+                return false;
+            res->have_members = r->elements == 4;
+            return !res->have_members ||
+                   parse_members(r->element[3], &res->members, &res->nmembers);
         }
         /* A repeat: the members (a group's) and the message, when still in history. */
         if (res->status == 2 && r->elements == 4) {
@@ -485,8 +492,8 @@ static void answered(struct sb_worker *w, void *arg, int err, const redisReply *
     struct call *c = arg;
     if (err == 0 && reply->type == REDIS_REPLY_ERROR)
         err = -EPROTO; /* a script error: a bug, or a key of the wrong type */
-    /* A write (not a read, a refusal or a repeated send) waits for the replicas. The WAIT goes
-     * by the same key, so to the same master and connection as the script. */
+    /* A write (not a read, a refusal or a repeated send) waits for the replicas, with a WAIT on
+     * the connection that carried it (a WAIT counts that connection's writes). */
     bool wrote = err == 0 && c->op != 'y' && reply->type == REDIS_REPLY_ARRAY &&
                  reply->elements >= 2 && reply->element[0]->type == REDIS_REPLY_INTEGER &&
                  reply->element[0]->integer == 1 && !(c->op == 'c' && c->read_only);
@@ -498,15 +505,11 @@ static void answered(struct sb_worker *w, void *arg, int err, const redisReply *
         finish(w, c, err, reply);
         return;
     }
-    char n[NUM_MAX], ms[NUM_MAX];
-    const char *argv[3] = {"WAIT", n, ms};
-    size_t argvlen[3] = {4, (size_t)snprintf(n, sizeof(n), "%u", c->want),
-                         (size_t)snprintf(ms, sizeof(ms), "%u", wait_ms)};
     if (!(c->kept = reply_dup(reply))) {
         finish(w, c, -ENOMEM, NULL);
         return;
     }
-    int e = sb_redis_cmd(w, c->r, c->key, c->key_len, 3, argv, argvlen, waited, c);
+    int e = sb_redis_wait(w, c->r, c->want, wait_ms, waited, c);
     if (e < 0)
         finish(w, c, e, NULL);
 }
@@ -568,7 +571,8 @@ static int eval(struct sb_worker *w, struct sb_redis *r, const struct sb_convs_w
 }
 
 int sb_convs_send(struct sb_worker *w, struct sb_redis *r, const struct sb_convs_who *who,
-                  const struct sb_convs_msg *m, uint32_t history_max, sb_convs_cb cb, void *arg)
+                  const struct sb_convs_msg *m, uint32_t history_max, uint64_t known_mver,
+                  sb_convs_cb cb, void *arg)
 {
     struct call *c = call_new(who, 's', cb, arg);
     if (!c || m->client_id_len > 255)
@@ -577,8 +581,8 @@ int sb_convs_send(struct sb_worker *w, struct sb_redis *r, const struct sb_convs
     size_t dlen = key_of(dedup, who, ":k:");
     dlen += (size_t)snprintf(dedup + dlen, KEY_MAX - dlen, "%zu:%.*s%.*s", who->user_len,
                              (int)who->user_len, who->user, (int)m->client_id_len, m->client_id);
-    char form[4], id[NUM_MAX], ts[NUM_MAX], hmax[NUM_MAX], ttl[NUM_MAX];
-    const char *args[10] = {who->group ? "1" : "0",
+    char form[4], id[NUM_MAX], ts[NUM_MAX], hmax[NUM_MAX], ttl[NUM_MAX], mver[NUM_MAX];
+    const char *args[11] = {who->group ? "1" : "0",
                             who->user,
                             who->device,
                             m->client_id ? m->client_id : "",
@@ -587,21 +591,24 @@ int sb_convs_send(struct sb_worker *w, struct sb_redis *r, const struct sb_convs
                             id,
                             ts,
                             hmax,
-                            ttl};
-    size_t lens[10] = {1,
-                       who->user_len,
-                       who->device_len,
-                       m->client_id_len,
-                       (size_t)snprintf(form, sizeof(form), "%u", m->form),
-                       m->body_len,
-                       (size_t)snprintf(id, sizeof(id), "%llu", (unsigned long long)m->msg_id),
-                       (size_t)snprintf(ts, sizeof(ts), "%llu", (unsigned long long)m->ts_ms),
-                       (size_t)snprintf(hmax, sizeof(hmax), "%u", history_max ? history_max : 1),
-                       (size_t)snprintf(ttl, sizeof(ttl), "%u", SB_CONVS_DEDUP_TTL_S)};
+                            ttl,
+                            mver};
+    size_t lens[11] = {
+        1,
+        who->user_len,
+        who->device_len,
+        m->client_id_len,
+        (size_t)snprintf(form, sizeof(form), "%u", m->form),
+        m->body_len,
+        (size_t)snprintf(id, sizeof(id), "%llu", (unsigned long long)m->msg_id),
+        (size_t)snprintf(ts, sizeof(ts), "%llu", (unsigned long long)m->ts_ms),
+        (size_t)snprintf(hmax, sizeof(hmax), "%u", history_max ? history_max : 1),
+        (size_t)snprintf(ttl, sizeof(ttl), "%u", SB_CONVS_DEDUP_TTL_S),
+        (size_t)snprintf(mver, sizeof(mver), "%llu", (unsigned long long)known_mver)};
     /* Without a client id the dedup key is not used: the meta key stands in (same slot). */
     if (!m->client_id_len)
         key_of(dedup, who, ""), dlen = strlen(dedup);
-    return eval(w, r, who, send_lua, 5, dedup, dlen, 10, args, lens, c);
+    return eval(w, r, who, send_lua, 5, dedup, dlen, 11, args, lens, c);
 }
 
 int sb_convs_sync(struct sb_worker *w, struct sb_redis *r, const struct sb_convs_who *who,

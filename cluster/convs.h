@@ -52,11 +52,12 @@ struct sb_convs_result {
     const char *code, *message;
     size_t code_len, message_len;
     uint64_t seq, msg_id, ts_ms; /* a send's */
+    uint64_t mver;               /* a group send's: the membership version (members: its) */
     /* A group's state after a create or a change, or as read (get); a sync's last_seq. */
     uint64_t last_seq, created_ms, read_seq; /* read_seq: the user's read cursor */
     const char *owner, *name;
     size_t owner_len, name_len;
-    struct sb_convs_member *members; /* a group send's and a group's: every member */
+    struct sb_convs_member *members; /* a group's (and a group send's, see there): all */
     size_t nmembers;
     bool have_members;
     struct sb_convs_msg *msgs; /* a sync's messages; a change's system messages */
@@ -87,11 +88,13 @@ struct sb_convs_who {
 /*
  * Appends a message (m: msg_id, ts_ms, client_id (none: length 0), form, body; its seq is
  * assigned here) unless the user sent this client id before (status 2: the first send's ack, and
- * its message in msgs while history holds it). A group send's result carries the members.
- * history_max bounds the stream (approximately).
+ * its message in msgs while history holds it). A group send's result carries the membership
+ * version, and the members unless that version is known_mver (0: none known), whose members the
+ * caller keeps. history_max bounds the stream (approximately).
  */
 int sb_convs_send(struct sb_worker *w, struct sb_redis *r, const struct sb_convs_who *who,
-                  const struct sb_convs_msg *m, uint32_t history_max, sb_convs_cb cb, void *arg);
+                  const struct sb_convs_msg *m, uint32_t history_max, uint64_t known_mver,
+                  sb_convs_cb cb, void *arg);
 
 /* The messages after seq `after`, at most limit, and the last seq. */
 int sb_convs_sync(struct sb_worker *w, struct sb_redis *r, const struct sb_convs_who *who,

@@ -88,11 +88,26 @@ struct node {
     struct cmdq wait; /* not sent yet: waiting for the connection */
     struct cmdq sent; /* in flight, in the order sent */
     struct sb_worker_timer retry_timer;
+    struct waiter *waiting; /* sb_redis_wait callers for the next WAIT on this connection */
+    bool wait_inflight;     /* a WAIT is in flight: the next goes once it is answered */
+};
+
+/* A caller of sb_redis_wait, and the group one WAIT answers. */
+struct waiter {
+    struct waiter *next;
+    unsigned replicas, timeout_ms;
+    sb_redis_cb cb;
+    void *arg;
+};
+
+struct wait_group {
+    struct node *n;
+    struct waiter *list;
 };
 
 struct rstats {
     atomic_uint_fast64_t commands, errors, timeouts, moved, ask, reconnects, refreshes,
-        inflight_max, messages, resubscribes;
+        inflight_max, messages, resubscribes, waits;
 };
 
 /* A sharded channel this worker subscribes to, on the subscriber node of its slot's master. */
@@ -132,6 +147,7 @@ struct rworker {
     bool map_failing;       /* a bad CLUSTER SLOTS answer was logged */
     int down_err;           /* what commands fail with when no node is reachable */
     struct cmd *free_cmds;
+    struct node *answering; /* the node whose answer is being handled (sb_redis_wait) */
     uint64_t rng;
     struct sb_worker_timer sweep_timer, refresh_timer;
     struct rstats st;
@@ -820,6 +836,8 @@ static void conn_open(struct sb_conn *conn)
 
 static bool is_push(const redisReply *r);
 static void on_push(struct rworker *rw, struct node *n, const redisReply *reply);
+static void wait_send(struct node *n);
+static void waiters_fail(struct rworker *rw, struct waiter *list, int err);
 
 static ssize_t conn_data(struct sb_conn *conn, uint8_t *data, size_t len)
 {
@@ -851,7 +869,9 @@ static ssize_t conn_data(struct sb_conn *conn, uint8_t *data, size_t len)
             freeReplyObject(reply);
             return -EPROTO; /* an answer nobody asked for: the stream cannot be trusted */
         }
+        rw->answering = n;
         on_answer(rw, n, c, reply);
+        rw->answering = NULL;
         freeReplyObject(reply);
         /* An answer's callback may have closed this connection (AUTH refused, out of memory). */
         if (n->conn != conn || sb_conn_is_closing(conn))
@@ -859,6 +879,9 @@ static ssize_t conn_data(struct sb_conn *conn, uint8_t *data, size_t len)
     }
     if (n->reader->len - n->reader->pos > SB_REDIS_MAX_REPLY)
         return -EMSGSIZE;
+    /* One WAIT for every write this read answered (and those answered while one was out). */
+    if (n->waiting && !n->wait_inflight)
+        wait_send(n);
     return (ssize_t)len;
 }
 
@@ -882,6 +905,11 @@ static void conn_close(struct sb_conn *conn, int err)
     /* Before any callback runs: a command sent from one must not pick this connection. */
     n->state = stopping ? N_IDLE : N_DOWN;
     fail_list(rw, q_take(&n->sent), stopping ? -ESHUTDOWN : -ECONNRESET);
+    /* Writes answered on this connection that no WAIT has covered: a WAIT elsewhere would not
+     * count them. */
+    struct waiter *waiting = n->waiting;
+    n->waiting = NULL;
+    waiters_fail(rw, waiting, stopping ? -ESHUTDOWN : -ECONNRESET);
     if (stopping) {
         n->state = N_IDLE;
         fail_list(rw, q_take(&n->wait), -ESHUTDOWN);
@@ -1099,6 +1127,96 @@ int sb_redis_sunsubscribe(struct sb_worker *w, struct sb_redis *r, const char *c
         return 0;
     }
     return -ENOENT;
+}
+
+/* ---- WAIT, coalesced --------------------------------------------------------------------------
+ */
+
+static void waiters_fail(struct rworker *rw, struct waiter *list, int err)
+{
+    for (struct waiter *x = list, *next; x; x = next) {
+        next = x->next;
+        x->cb(rw->w, x->arg, err, NULL);
+        free(x);
+    }
+}
+
+static void wait_answered(struct sb_worker *w, void *arg, int err, const redisReply *reply)
+{
+    struct wait_group *g = arg;
+    g->n->wait_inflight = false;
+    for (struct waiter *x = g->list, *next; x; x = next) {
+        next = x->next;
+        x->cb(w, x->arg, err, reply);
+        free(x);
+    }
+    /* Answered in a read (conn_data sends the next) or failed (timed out: send it now). */
+    struct node *n = g->n;
+    free(g);
+    if (err == -ETIMEDOUT && n->waiting && n->state == N_READY)
+        wait_send(n);
+}
+
+/* One WAIT on n's connection for every waiter so far: WAIT counts the replicas that have all of
+ * this connection's writes, so it covers each write answered before it was sent. */
+static void wait_send(struct node *n)
+{
+    struct rworker *rw = n->rw;
+    struct wait_group *g = malloc(sizeof(*g));
+    struct cmd *c = g ? cmd_new(rw) : NULL;
+    struct waiter *list = n->waiting;
+    n->waiting = NULL;
+    unsigned replicas = 0, ms = 0;
+    for (const struct waiter *x = list; x; x = x->next) {
+        replicas = x->replicas > replicas ? x->replicas : replicas;
+        ms = x->timeout_ms > ms ? x->timeout_ms : ms;
+    }
+    char a[24], b[24];
+    const char *argv[3] = {"WAIT", a, b};
+    size_t argvlen[3] = {4, (size_t)snprintf(a, sizeof(a), "%u", replicas),
+                         (size_t)snprintf(b, sizeof(b), "%u", ms)};
+    if (c && (c->len = redisFormatCommandArgv(&c->buf, 3, argv, argvlen)) < 0)
+        c->buf = NULL;
+    if (!c || !c->buf) {
+        if (c)
+            cmd_release(rw, c);
+        free(g);
+        waiters_fail(rw, list, -ENOMEM);
+        return;
+    }
+    *g = (struct wait_group){n, list};
+    c->kind = K_USER;
+    c->deadline_ms = sb_worker_now_ms(rw->w) + ms + rw->r->cfg.timeout_ms;
+    c->cb = wait_answered;
+    c->arg = g;
+    int err = route(rw, c, n);
+    if (err < 0) {
+        cmd_release(rw, c);
+        free(g);
+        waiters_fail(rw, list, err);
+        return;
+    }
+    stat_add(&rw->st.waits, 1);
+    n->wait_inflight = true;
+}
+
+int sb_redis_wait(struct sb_worker *w, struct sb_redis *r, unsigned replicas, unsigned timeout_ms,
+                  sb_redis_cb cb, void *arg)
+{
+    struct rworker *rw = &r->workers[sb_worker_id(w)];
+    struct node *n = rw->answering;
+    if (!cb)
+        return -EINVAL;
+    if (is_stopping(rw))
+        return -ESHUTDOWN;
+    if (!n || n->state != N_READY)
+        return n ? -ECONNRESET : -EINVAL;
+    struct waiter *x = malloc(sizeof(*x));
+    if (!x)
+        return -ENOMEM;
+    *x = (struct waiter){n->waiting, replicas, timeout_ms, cb, arg};
+    n->waiting = x;
+    return 0;
 }
 
 unsigned sb_redis_replicas(struct sb_worker *w, struct sb_redis *r, const void *key, size_t len)
@@ -1409,6 +1527,10 @@ void sb_redis_free(struct sb_redis *r)
             next = n->next;
             free_list(q_take(&n->wait));
             free_list(q_take(&n->sent));
+            for (struct waiter *x = n->waiting, *nx; x; x = nx) {
+                nx = x->next;
+                free(x);
+            }
             if (n->reader)
                 redisReaderFree(n->reader);
             free(n);
@@ -1450,6 +1572,7 @@ void sb_redis_stats(const struct sb_redis *r, struct sb_redis_stats *out)
         out->refreshes += LOAD(refreshes);
         out->messages += LOAD(messages);
         out->resubscribes += LOAD(resubscribes);
+        out->waits += LOAD(waits);
         if (LOAD(inflight_max) > out->inflight_max)
             out->inflight_max = LOAD(inflight_max);
 #undef LOAD

@@ -76,6 +76,17 @@ int sb_redis_create(struct sb_engine *e, const struct sb_redis_config *cfg, stru
 int sb_redis_cmd(struct sb_worker *w, struct sb_redis *r, const char *key, size_t keylen, int argc,
                  const char **argv, const size_t *argvlen, sb_redis_cb cb, void *arg);
 
+/*
+ * Waits until `replicas` replicas have the write whose answer is being handled (call it from
+ * that command's callback only), or timeout_ms passed: cb gets WAIT's answer, the number of
+ * replicas that have it. The WAITs of the writes answered on one connection in one read (or
+ * while a WAIT is out) go as one. Returns 0 (cb will run), -EINVAL (not in an answer's
+ * callback), -ECONNRESET (that connection is closing: a WAIT elsewhere would not count the
+ * write), -ESHUTDOWN, -ENOMEM.
+ */
+int sb_redis_wait(struct sb_worker *w, struct sb_redis *r, unsigned replicas, unsigned timeout_ms,
+                  sb_redis_cb cb, void *arg);
+
 /* How many healthy replicas this worker's current map lists for key's master (0 before a map;
  * CLUSTER SLOTS leaves failed replicas out). */
 unsigned sb_redis_replicas(struct sb_worker *w, struct sb_redis *r, const void *key, size_t len);
@@ -102,6 +113,7 @@ struct sb_redis_stats {
     uint64_t inflight_max; /* most commands in flight on one connection at once */
     uint64_t messages;     /* sharded pub/sub messages received (cluster/pubsub.h) */
     uint64_t resubscribes; /* subscriptions a node dropped (a slot moved) and made again */
+    uint64_t waits;        /* WAITs sent for sb_redis_wait (one covers many writes) */
 };
 
 /* Sums every worker's counters into *out (inflight_max: the largest). Any thread. */

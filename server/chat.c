@@ -172,7 +172,9 @@ struct chat_shard {
     struct cl_pub *retry; /* publishes that failed, to send again (cl_retry_due) */
     size_t nretry;
     struct sb_worker_timer retry_timer;
-    struct sb_table typing; /* struct cl_typed_at */
+    struct sb_table typing;  /* struct cl_typed_at */
+    struct sb_table members; /* struct cl_members: groups' members, by membership version */
+    size_t nmembers;         /* members held in it */
 };
 
 static struct sb_chat_config cfg;
@@ -217,6 +219,8 @@ static void cl_flush(struct sb_worker *w, struct sb_worker_timer *t);
 static void cl_retry_due(struct sb_worker *w, struct sb_worker_timer *t);
 static const char *cached_key(const void *obj, size_t *len);
 static const char *typed_key(const void *obj, size_t *len);
+static const char *members_key(const void *obj, size_t *len);
+static void cl_members_clear(struct chat_shard *sh);
 static void cl_cache_clear(struct chat_shard *sh);
 static void cl_retry_free(struct chat_shard *sh);
 
@@ -245,6 +249,7 @@ int sb_chat_init(const struct sb_chat_config *c)
         sb_msgid_init(&shards[i].ids, base + i);
         sb_table_init(&shards[i].lcache, cached_key);
         sb_table_init(&shards[i].typing, typed_key);
+        sb_table_init(&shards[i].members, members_key);
         shards[i].inval_timer.cb = cl_flush;
         shards[i].retry_timer.cb = cl_retry_due;
         if (cfg.redis &&
@@ -301,6 +306,8 @@ void sb_chat_free(void)
         cl_cache_clear(sh);
         sb_table_destroy(&sh->lcache);
         cl_retry_free(sh);
+        cl_members_clear(sh);
+        sb_table_destroy(&sh->members);
         for (size_t k = 0; k < sh->typing.cap; k++)
             free(sh->typing.slots[k].obj);
         sb_table_destroy(&sh->typing);
@@ -702,6 +709,7 @@ struct chat_req {
     uint32_t nusers;
     const char *user, *device, *client_id, *conv, *text, *users;
     size_t user_len, device_len, client_id_len, conv_len, text_len, users_len;
+    struct cl_members *members; /* cluster: the group's members this send relies on, if any */
     char data[];
 };
 
@@ -3083,10 +3091,86 @@ static bool cl_dm(struct sb_worker *w, const struct chat_req *q, struct sb_convs
     return true;
 }
 
+/*
+ * A group's members as of one membership version, kept per worker so that a send to the group
+ * does not bring all of them back from Redis each time: the send script answers with the
+ * members only when the version it is given is not the current one. Requests in flight hold a
+ * reference; past CL_MEMBERS_MAX members the cache starts over.
+ */
+#define CL_MEMBERS_MAX 200000 /* members held per worker */
+
+struct cl_members {
+    unsigned refs; /* the cache's, and each request's in flight */
+    uint64_t mver;
+    size_t n;
+    struct sb_convs_member *m; /* into data */
+    uint8_t len;
+    char id[SB_CONV_ID_MAX + 1];
+    char data[];
+};
+
+static const char *members_key(const void *obj, size_t *len)
+{
+    const struct cl_members *c = obj;
+    *len = c->len;
+    return c->id;
+}
+
+static void cl_members_release(struct cl_members *c)
+{
+    if (c && --c->refs == 0)
+        free(c);
+}
+
+static void cl_members_clear(struct chat_shard *sh)
+{
+    for (size_t k = 0; k < sh->members.cap; k++)
+        cl_members_release(sh->members.slots[k].obj);
+    sb_table_destroy(&sh->members);
+    sb_table_init(&sh->members, members_key);
+    sh->nmembers = 0;
+}
+
+/* Keeps a group's members as of version mver (replacing older ones). */
+static void cl_members_put(struct chat_shard *sh, const char *conv, size_t len, uint64_t mver,
+                           const struct sb_convs_member *m, size_t n)
+{
+    struct cl_members *old = sb_table_remove(&sh->members, conv, len);
+    if (old) {
+        sh->nmembers -= old->n;
+        cl_members_release(old);
+    }
+    if (n > CL_MEMBERS_MAX || len > SB_CONV_ID_MAX)
+        return;
+    if (sh->nmembers + n > CL_MEMBERS_MAX)
+        cl_members_clear(sh);
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        bytes += m[i].len;
+    struct cl_members *c = malloc(sizeof(*c) + n * sizeof(*c->m) + bytes);
+    if (!c)
+        return;
+    *c = (struct cl_members){.refs = 1, .mver = mver, .n = n, .len = (uint8_t)len};
+    memcpy(c->id, conv, len);
+    c->m = (struct sb_convs_member *)(void *)c->data;
+    char *str = c->data + n * sizeof(*c->m);
+    for (size_t i = 0; i < n; i++) {
+        memcpy(str, m[i].id, m[i].len);
+        c->m[i] = (struct sb_convs_member){str, m[i].len, m[i].admin};
+        str += m[i].len;
+    }
+    if (sb_table_add(&sh->members, c) < 0) {
+        free(c);
+        return;
+    }
+    sh->nmembers += n;
+}
+
 static void cl_sent(struct sb_worker *w, void *arg, int err, const struct sb_convs_result *res)
 {
     struct chat_req *q = arg;
     if (cl_refused(w, q, err, res)) {
+        cl_members_release(q->members);
         free(q);
         return;
     }
@@ -3115,6 +3199,7 @@ static void cl_sent(struct sb_worker *w, void *arg, int err, const struct sb_con
                              .body = q->text,
                              .body_len = q->text_len};
     if (res->status == 2 && res->nmsgs == 0) {
+        cl_members_release(q->members);
         free(q); /* trimmed from history: long delivered or synced */
         return;
     }
@@ -3126,10 +3211,23 @@ static void cl_sent(struct sb_worker *w, void *arg, int err, const struct sb_con
     cl_message_op(q->conv, q->conv_len, &m, &msg.u.message);
     struct sb_convs_member dm[2];
     char a[SB_USER_ID_MAX + 1], b[SB_USER_ID_MAX + 1];
-    bool group = res->have_members;
-    if (group || (dm_members(q->conv, q->conv_len, a, b) && cl_dm(w, q, dm, a, b)))
+    const struct sb_convs_member *users = dm;
+    size_t n = 2;
+    if (res->have_members) {
+        if (res->status == 1)
+            cl_members_put(my_shard(w), q->conv, q->conv_len, res->mver, res->members,
+                           res->nmembers);
+        users = res->members, n = res->nmembers;
+    } else if (res->mver) {
+        /* Unchanged since the version this send named: the members it holds. */
+        users = q->members ? q->members->m : NULL, n = q->members ? q->members->n : 0;
+    } else if (!dm_members(q->conv, q->conv_len, a, b) || !cl_dm(w, q, dm, a, b)) {
+        n = 0;
+    }
+    if (n)
         cl_push(w, &msg, CLASS_MESSAGE, q->conv, q->conv_len, m.seq, q->conn_id, q->user,
-                q->user_len, group ? res->members : dm, group ? res->nmembers : 2);
+                q->user_len, users, n);
+    cl_members_release(q->members);
     free(q);
 }
 
@@ -3321,6 +3419,7 @@ static void cl_request(struct sb_worker *w, struct chat_req *q)
     struct chat_shard *sh = my_shard(w);
     char a[SB_USER_ID_MAX + 1], b[SB_USER_ID_MAX + 1];
     bool dm = dm_members(q->conv, q->conv_len, a, b);
+    q->members = NULL; /* cl_sent answers every kind's failure to start, and releases it */
     struct sb_convs_who who = {.conv = q->conv,
                                .conv_len = q->conv_len,
                                .user = q->user,
@@ -3360,7 +3459,11 @@ static void cl_request(struct sb_worker *w, struct chat_req *q)
                                  .client_id_len = q->client_id_len,
                                  .body = q->text,
                                  .body_len = q->text_len};
-        e = sb_convs_send(w, cfg.redis, &who, &m, cfg.history_max, cl_sent, q);
+        q->members = dm ? NULL : sb_table_get(&sh->members, q->conv, q->conv_len);
+        if (q->members)
+            q->members->refs++;
+        e = sb_convs_send(w, cfg.redis, &who, &m, cfg.history_max,
+                          q->members ? q->members->mver : 0, cl_sent, q);
     } else if (q->kind == REQ_RECEIPT) {
         e = sb_convs_receipt(w, cfg.redis, &who, q->receipt_kind == SB_RECEIPT_READ, q->seq,
                              RECEIPT_SENDERS_MAX, cl_receipted, q);

@@ -3,6 +3,7 @@
  * tools/redis-cluster on free ports, on an engine with 2 workers:
  *   basic      SET/GET/INCR of 10,000 keys over every master from both workers, every answer
  *              checked; commands pipelined; CLUSTER KEYSLOT agrees with our CRC16
+ *   wait       500 pipelined writes each waited on for a replica: far fewer WAITs go out
  *   timeouts   a node frozen by DEBUG SLEEP: -ETIMEDOUT, never a hang, then answers again
  *   migration  a slot moved (IMPORTING/MIGRATING, MIGRATE, SETSLOT) under INCR traffic: ASK and
  *              MOVED followed, no command lost or run twice
@@ -522,6 +523,64 @@ static void phase_basic(void)
     CHECK_INT(atomic_load(&bad), 0);
 }
 
+/* ---- wait: sb_redis_wait coalesces the WAITs of pipelined writes -------------------------------
+ */
+
+#define WAIT_KEYS 500
+static int waits_ok, waits_outside;
+
+static void wait_answer(struct sb_worker *w, void *arg, int err, const redisReply *reply)
+{
+    if (err < 0 || reply->type != REDIS_REPLY_INTEGER || reply->integer < 1)
+        fail("WAIT: %s", err < 0 ? sb_redis_strerror(err) : "fewer than 1 replica");
+    else
+        waits_ok++;
+    if (++basics[0].done == WAIT_KEYS)
+        atomic_fetch_add(&phase_done, 1);
+}
+
+static void wait_set_answer(struct sb_worker *w, void *arg, int err, const redisReply *reply)
+{
+    if (err < 0 || reply->type != REDIS_REPLY_STATUS) {
+        fail("SET {w}: %s", sb_redis_strerror(err));
+        if (++basics[0].done == WAIT_KEYS)
+            atomic_fetch_add(&phase_done, 1);
+        return;
+    }
+    int e = sb_redis_wait(w, redis, 1, 1000, wait_answer, NULL);
+    if (e < 0) {
+        fail("sb_redis_wait: %d", e);
+        if (++basics[0].done == WAIT_KEYS)
+            atomic_fetch_add(&phase_done, 1);
+    }
+}
+
+static void wait_start(struct sb_worker *w, void *arg)
+{
+    basics[0].done = 0;
+    waits_outside = sb_redis_wait(w, redis, 1, 1000, wait_answer, NULL);
+    for (int i = 0; i < WAIT_KEYS; i++) {
+        char key[32];
+        snprintf(key, sizeof(key), "{w}:%d", i);
+        if (cmdv(w, redis, key, wait_set_answer, NULL, 3, "SET", key, "v") < 0)
+            fail("SET %s not sent", key);
+    }
+}
+
+static void phase_wait(void)
+{
+    struct sb_redis_stats before, after;
+    sb_redis_stats(redis, &before);
+    run_phase(wait_start, NULL, false);
+    CHECK(wait_until(one_done, 10000));
+    sb_redis_stats(redis, &after);
+    unsigned long long waits = after.waits - before.waits;
+    printf("wait: %d pipelined writes confirmed on a replica by %llu WAITs\n", waits_ok, waits);
+    CHECK_INT(waits_outside, -EINVAL); /* only from an answer's callback */
+    CHECK_INT(waits_ok, WAIT_KEYS);
+    CHECK(waits >= 1 && waits <= WAIT_KEYS / 4);
+}
+
 static void phase_timeouts(void)
 {
     run_phase(timeouts_start, NULL, false);
@@ -784,6 +843,7 @@ int main(void)
     CHECK_INT(connect(ctl_fd, (struct sockaddr *)&a, sizeof(a)), 0);
     if (redis && redis_fast && check_failed == 0) {
         phase_basic();
+        phase_wait();
         phase_timeouts();
         phase_migration();
         phase_failover();
