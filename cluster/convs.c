@@ -384,7 +384,10 @@ static bool parse(const struct call *c, const redisReply *r, struct sb_convs_res
     if (r->type != REDIS_REPLY_ARRAY || r->elements < 2 ||
         r->element[0]->type != REDIS_REPLY_INTEGER)
         return false;
-    res->status = (int)r->element[0]->integer;
+    long long status = r->element[0]->integer;
+    if (status < 0 || status > (c->op == 's' ? 2 : 1))
+        return false; /* 2 (a repeat) only answers a send */
+    res->status = (int)status;
     if (res->status == 0) {
         if (r->elements != 3 || !is_str(r->element[1]) || !is_str(r->element[2]))
             return false;

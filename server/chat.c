@@ -23,6 +23,7 @@
 #include "proto/opsbody.h"
 #include "proto/utf8.h"
 #include "proto/ws.h"
+#include "server/envelope.h"
 #include "server/gateway.h"
 #include "server/metrics.h"
 #include "server/presence.h"
@@ -2425,8 +2426,7 @@ static void sync_serve(struct sb_worker *w, void *arg)
  */
 
 #define CL_CHANNEL_MAX (8 + SB_NODE_ID_MAX + 12)
-#define CL_HEAD 14       /* class, seq, conversation id length, json length (before its bytes) */
-#define CL_RETRY_MS 1000 /* what an unavailable store's error suggests */
+#define CL_RETRY_MS 1000        /* what an unavailable store's error suggests */
 #define CL_LAPSE_SPREAD_MS 2000 /* devices told to reconnect after a lapse come back within */
 #define CL_PUB_TRIES 5          /* sends of one publish: 250, 500, 1000, 2000 ms apart */
 #define CL_PUB_RETRY_MS 250
@@ -2435,20 +2435,6 @@ static void sync_serve(struct sb_worker *w, void *arg)
 static size_t cl_channel(char *buf, const char *node, size_t node_len, unsigned worker)
 {
     return (size_t)snprintf(buf, CL_CHANNEL_MAX, "sb:ch:%.*s/%u", (int)node_len, node, worker);
-}
-
-static void put_be(char *p, uint64_t v, int bytes)
-{
-    for (int i = bytes - 1; i >= 0; i--, v >>= 8)
-        p[i] = (char)(v & 0xff);
-}
-
-static uint64_t get_be(const char *p, int bytes)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < bytes; i++)
-        v = v << 8 | (uint8_t)p[i];
-    return v;
 }
 
 static void cl_spublish(struct sb_worker *w, const char *ch, size_t clen, const char *head,
@@ -2463,7 +2449,6 @@ static void cl_spublish(struct sb_worker *w, const char *ch, size_t clen, const 
 #define CL_CACHE_MS 5000
 #define CL_CACHE_MAX 100000 /* entries per worker; past it the cache starts over */
 #define CL_LOCS_MAX 8       /* (node, worker) places of one user cached at most */
-#define CL_INVAL 0xff       /* a push's class byte that marks an invalidation */
 #define CL_FLUSH_MS 10
 
 struct cl_cached {
@@ -2550,7 +2535,7 @@ static void cl_flush(struct sb_worker *w, struct sb_worker_timer *t)
     struct chat_shard *sh = my_shard(w);
     const char *nodes[SB_REGISTRY_MAX_NODES];
     size_t n = sb_registry_live(w, cfg.registry, nodes, SB_REGISTRY_MAX_NODES);
-    const char head = (char)CL_INVAL;
+    const char head = (char)SB_ENVELOPE_INVAL;
     for (size_t i = 0; i < n; i++) {
         char ch[CL_CHANNEL_MAX];
         size_t clen = cl_channel(ch, nodes[i], strlen(nodes[i]), 0);
@@ -2724,18 +2709,18 @@ static void cl_publish(struct sb_worker *w, struct cl_push *p)
 {
     for (size_t i = 0; i < p->nt; i++) {
         struct cl_target *t = &p->t[i];
-        size_t hlen = CL_HEAD + p->conv_len + p->json_len + 4 + p->bin_len;
+        struct sb_envelope e = {.cls = p->cls,
+                                .seq = p->seq,
+                                .conv = p->conv,
+                                .conv_len = p->conv_len,
+                                .json = p->enc,
+                                .json_len = p->json_len,
+                                .bin = p->enc + p->json_len,
+                                .bin_len = p->bin_len};
+        size_t hlen = sb_envelope_head_len(&e);
         char *head = malloc(hlen), ch[CL_CHANNEL_MAX];
         if (head) {
-            char *q = head;
-            *q++ = (char)p->cls;
-            put_be(q, p->seq, 8), q += 8;
-            *q++ = (char)p->conv_len;
-            memcpy(q, p->conv, p->conv_len), q += p->conv_len;
-            put_be(q, p->json_len, 4), q += 4;
-            memcpy(q, p->enc, p->json_len), q += p->json_len;
-            put_be(q, p->bin_len, 4), q += 4;
-            memcpy(q, p->enc + p->json_len, p->bin_len);
+            sb_envelope_put_head(&e, head);
             cl_spublish(w, ch, cl_channel(ch, t->node, t->node_len, t->worker), head, hlen,
                         t->users, t->len);
             free(head);
@@ -2940,60 +2925,36 @@ static void cl_arrive(struct sb_worker *w, void *arg, const char *channel, size_
         cl_lapsed(w);
         return;
     }
-    const char *q = msg, *end = msg + len;
-    if (len >= 1 && (uint8_t)msg[0] == CL_INVAL) {
+    struct sb_envelope e;
+    if (sb_envelope_parse(msg, len, &e) < 0 || (e.cls != SB_ENVELOPE_INVAL && e.cls > CLASS_TYPING))
+        goto bad;
+    if (e.cls == SB_ENVELOPE_INVAL) {
         /* Worker 0 hears it for the node: every worker drops these users from its cache. */
-        for (const char *u = msg + 1; u < end; u += 1 + (uint8_t)u[0]) {
-            if ((uint8_t)u[0] == 0 || (uint8_t)u[0] > SB_USER_ID_MAX || end - u < 1 + (uint8_t)u[0])
-                goto bad;
-        }
         for (unsigned k = 0; k < cfg.workers; k++) {
-            struct chat_envelope *env = malloc(sizeof(*env) + len - 1);
+            struct chat_envelope *env = malloc(sizeof(*env) + e.users_len);
             if (!env)
                 continue;
-            env->users_len = len - 1;
-            memcpy(env->data, msg + 1, len - 1);
+            env->users_len = e.users_len;
+            memcpy(env->data, e.users, e.users_len);
             if (sb_worker_post(w, k, cl_inval_arrive, env) < 0)
                 free(env);
         }
         return;
     }
-    size_t conv_len = len > 10 ? (uint8_t)msg[9] : 0, json_len, bin_len;
-    if (len < CL_HEAD || msg[0] > CLASS_TYPING || conv_len == 0 || conv_len > SB_CONV_ID_MAX ||
-        (size_t)(end - q) < 10 + conv_len + 4)
-        goto bad;
-    uint8_t cls = (uint8_t)q[0];
-    uint64_t seq = get_be(q + 1, 8);
-    const char *conv = q + 10;
-    q = conv + conv_len;
-    json_len = get_be(q, 4), q += 4;
-    if ((size_t)(end - q) < json_len + 4)
-        goto bad;
-    const char *json = q;
-    q += json_len;
-    bin_len = get_be(q, 4), q += 4;
-    if ((size_t)(end - q) < bin_len)
-        goto bad;
-    const char *bin = q;
-    q += bin_len;
-    for (const char *u = q; u < end; u += 1 + (uint8_t)u[0]) {
-        if ((uint8_t)u[0] == 0 || (uint8_t)u[0] > SB_USER_ID_MAX || end - u < 1 + (uint8_t)u[0])
-            goto bad;
-    }
-    struct chat_envelope *env = malloc(sizeof(*env) + json_len + bin_len + (size_t)(end - q));
+    struct chat_envelope *env = malloc(sizeof(*env) + e.json_len + e.bin_len + e.users_len);
     if (!env)
         return;
-    env->cls = cls;
+    env->cls = e.cls;
     env->skip_conn_id = 0;
-    env->seq = seq;
-    env->conv_len = conv_len;
-    memcpy(env->conv, conv, conv_len);
-    env->json_len = json_len;
-    env->bin_len = bin_len;
-    env->users_len = (size_t)(end - q);
-    memcpy(env->data, json, json_len);
-    memcpy(env->data + json_len, bin, bin_len);
-    memcpy(env->data + json_len + bin_len, q, env->users_len);
+    env->seq = e.seq;
+    env->conv_len = e.conv_len;
+    memcpy(env->conv, e.conv, e.conv_len);
+    env->json_len = e.json_len;
+    env->bin_len = e.bin_len;
+    env->users_len = e.users_len;
+    memcpy(env->data, e.json, e.json_len);
+    memcpy(env->data + e.json_len, e.bin, e.bin_len);
+    memcpy(env->data + e.json_len + e.bin_len, e.users, e.users_len);
     envelope_arrive(w, env);
     return;
 bad:
