@@ -173,9 +173,10 @@ struct chat_shard {
     struct cl_pub *retry; /* publishes that failed, to send again (cl_retry_due) */
     size_t nretry;
     struct sb_worker_timer retry_timer;
-    struct sb_table typing;  /* struct cl_typed_at */
-    struct sb_table members; /* struct cl_members: groups' members, by membership version */
-    size_t nmembers;         /* members held in it */
+    struct sb_table typing;   /* struct cl_typed_at */
+    struct sb_table members;  /* struct cl_members: groups' members, by membership version */
+    struct sb_table lpending; /* struct cl_prefetch: users being looked up ahead of a push */
+    size_t nmembers;          /* members held in it */
 };
 
 static struct sb_chat_config cfg;
@@ -221,6 +222,7 @@ static void cl_retry_due(struct sb_worker *w, struct sb_worker_timer *t);
 static const char *cached_key(const void *obj, size_t *len);
 static const char *typed_key(const void *obj, size_t *len);
 static const char *members_key(const void *obj, size_t *len);
+static const char *prefetch_key(const void *obj, size_t *len);
 static void cl_members_clear(struct chat_shard *sh);
 static void cl_cache_clear(struct chat_shard *sh);
 static void cl_retry_free(struct chat_shard *sh);
@@ -251,6 +253,7 @@ int sb_chat_init(const struct sb_chat_config *c)
         sb_table_init(&shards[i].lcache, cached_key);
         sb_table_init(&shards[i].typing, typed_key);
         sb_table_init(&shards[i].members, members_key);
+        sb_table_init(&shards[i].lpending, prefetch_key);
         shards[i].inval_timer.cb = cl_flush;
         shards[i].retry_timer.cb = cl_retry_due;
         if (cfg.redis &&
@@ -309,6 +312,9 @@ void sb_chat_free(void)
         cl_retry_free(sh);
         cl_members_clear(sh);
         sb_table_destroy(&sh->members);
+        for (size_t k = 0; k < sh->lpending.cap; k++)
+            free(sh->lpending.slots[k].obj);
+        sb_table_destroy(&sh->lpending);
         for (size_t k = 0; k < sh->typing.cap; k++)
             free(sh->typing.slots[k].obj);
         sb_table_destroy(&sh->typing);
@@ -2807,6 +2813,64 @@ static void cl_looked_up(struct sb_worker *w, void *arg, int err,
 }
 
 /*
+ * Where a send's recipients are is asked while Redis sequences it, for those the cache does not
+ * hold: the push then finds them cached instead of waiting for the registry (a round trip that
+ * a cold cache, after a reconnect or an expiry, would add to the first messages).
+ */
+#define CL_PREFETCH_MAX 10000 /* lookups ahead in flight per worker */
+
+struct cl_prefetch {
+    uint64_t gen; /* the shard's lgen when asked */
+    uint8_t len;
+    char user[SB_USER_ID_MAX + 1];
+};
+
+static const char *prefetch_key(const void *obj, size_t *len)
+{
+    const struct cl_prefetch *x = obj;
+    *len = x->len;
+    return x->user;
+}
+
+static void cl_prefetched(struct sb_worker *w, void *arg, int err,
+                          const struct sb_registry_loc *locs, size_t n)
+{
+    struct cl_prefetch *x = arg;
+    struct chat_shard *sh = my_shard(w);
+    sb_table_remove(&sh->lpending, x->user, x->len);
+    if (err == 0 && sh->lgen == x->gen)
+        cl_cache_put(sh, x->user, x->len, locs, n);
+    free(x);
+}
+
+static void cl_prefetch(struct sb_worker *w, const struct sb_convs_member *users, size_t n)
+{
+    struct chat_shard *sh = my_shard(w);
+    uint64_t now = wall_ms();
+    for (size_t i = 0; i < n && sh->lpending.count < CL_PREFETCH_MAX; i++) {
+        const struct cl_cached *c = sb_table_get(&sh->lcache, users[i].id, users[i].len);
+        if (users[i].len > SB_USER_ID_MAX || (c && c->expires_ms > now) ||
+            sb_table_get(&sh->lpending, users[i].id, users[i].len))
+            continue;
+        struct cl_prefetch *x = malloc(sizeof(*x));
+        if (!x)
+            return;
+        x->gen = sh->lgen;
+        x->len = (uint8_t)users[i].len;
+        memcpy(x->user, users[i].id, users[i].len);
+        if (sb_table_add(&sh->lpending, x) < 0) {
+            free(x);
+            return;
+        }
+        if (sb_registry_lookup(w, cfg.registry, x->user, x->len, cl_prefetched, x) < 0) {
+            sb_table_remove(&sh->lpending, x->user, x->len);
+            free(x);
+            return;
+        }
+    }
+}
+
+/*
  * Pushes op to every device of users (except the device skip_conn_id): this node's by mail,
  * other nodes' once the registry said where they are.
  */
@@ -3423,6 +3487,8 @@ static void cl_request(struct sb_worker *w, struct chat_req *q)
         q->members = dm ? NULL : sb_table_get(&sh->members, q->conv, q->conv_len);
         if (q->members)
             q->members->refs++;
+        if (dm || q->members)
+            cl_prefetch(w, dm ? members : q->members->m, dm ? 2 : q->members->n);
         e = sb_convs_send(w, cfg.redis, &who, &m, cfg.history_max,
                           q->members ? q->members->mver : 0, cl_sent, q);
     } else if (q->kind == REQ_RECEIPT) {
