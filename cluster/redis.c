@@ -1129,8 +1129,7 @@ int sb_redis_sunsubscribe(struct sb_worker *w, struct sb_redis *r, const char *c
     return -ENOENT;
 }
 
-/* ---- WAIT, coalesced --------------------------------------------------------------------------
- */
+/* ---- WAIT, coalesced ------------------------------------------------------------------------ */
 
 static void waiters_fail(struct rworker *rw, struct waiter *list, int err)
 {
