@@ -181,11 +181,18 @@ static const char change_lua[] =
     "KEYS[2]),\n"
     "  posted, removed, redis.call('HGET', KEYS[4], 'r:' .. me) or '0'}\n";
 
+/* KEYS: meta, members, log, cursors. ARGV: group, user. A conversation as conv_list shows it. */
+static const char summary_lua[] =
+    MEMBER_CHECK "local h = redis.call('HMGET', KEYS[1], 'seq', 'owner', 'name')\n"
+                 "local n = ARGV[1] == '1' and redis.call('HLEN', KEYS[2]) or 2\n"
+                 "return {1, h[1] or '0', h[2] or '', h[3] or '', n,\n"
+                 "  redis.call('HGET', KEYS[4], 'r:' .. ARGV[2]) or '0'}\n";
+
 /* What a call keeps for its answer. */
 struct call {
     sb_convs_cb cb;
     void *arg;
-    uint8_t op;     /* 's'end, s'y'nc, 'c'hange, 'r'eceipt */
+    uint8_t op;     /* 's'end, s'y'nc, 'c'hange, 'r'eceipt, su'm'mary, user 'l'ist, 'i'ndex */
     bool read_only; /* a change that is a get */
     struct sb_redis *r;
     redisReply *kept; /* the script's answer while the replicas are waited for */
@@ -417,6 +424,14 @@ static bool parse(const struct call *c, const redisReply *r, struct sb_convs_res
     case 'y':
         return r->elements == 3 && num(r->element[1], &res->last_seq) &&
                parse_entries(r->element[2], res);
+    case 'm':
+        if (r->elements != 6 || !num(r->element[1], &res->last_seq) || !is_str(r->element[2]) ||
+            !is_str(r->element[3]) || !num(r->element[4], &res->member_count) ||
+            !num(r->element[5], &res->read_seq))
+            return false;
+        res->owner = r->element[2]->str, res->owner_len = r->element[2]->len;
+        res->name = r->element[3]->str, res->name_len = r->element[3]->len;
+        return true;
     case 'r':
         if (r->elements != 3 || !num(r->element[1], &res->seq))
             return false;
@@ -687,4 +702,73 @@ int sb_convs_receipt(struct sb_worker *w, struct sb_redis *r, const struct sb_co
                       (size_t)snprintf(sq, sizeof(sq), "%llu", (unsigned long long)seq),
                       (size_t)snprintf(ms, sizeof(ms), "%u", max_senders)};
     return eval(w, r, who, receipt_lua, 4, NULL, 0, 5, args, lens, c);
+}
+
+int sb_convs_summary(struct sb_worker *w, struct sb_redis *r, const struct sb_convs_who *who,
+                     sb_convs_cb cb, void *arg)
+{
+    struct call *c = call_new(who, 'm', cb, arg);
+    if (!c)
+        return -EINVAL;
+    const char *args[2] = {who->group ? "1" : "0", who->user};
+    size_t lens[2] = {1, who->user_len};
+    return eval(w, r, who, summary_lua, 4, NULL, 0, 2, args, lens, c);
+}
+
+/* ---- the user's index -------------------------------------------------------------------- */
+
+static size_t index_key(char *buf, const char *user, size_t len)
+{
+    return (size_t)snprintf(buf, KEY_MAX, "sb:u:{%.*s}:cv", (int)len, user);
+}
+
+/* HKEYS (op 'l': the ids, as members) or HSET / HDEL (op 'i': status 1). */
+static void index_answered(struct sb_worker *w, void *arg, int err, const redisReply *reply)
+{
+    struct call *c = arg;
+    struct sb_convs_result res = {.status = 1};
+    if (err == 0 && reply->type == REDIS_REPLY_ERROR)
+        err = -EPROTO;
+    if (err == 0 && c->op == 'l' && !parse_names(reply, &res.members, &res.nmembers))
+        err = -EPROTO;
+    c->cb(w, c->arg, err, err == 0 ? &res : NULL);
+    free(res.members);
+    free(c);
+}
+
+static int index_cmd(struct sb_worker *w, struct sb_redis *r, uint8_t op, int argc,
+                     const char **argv, const size_t *argvlen, sb_convs_cb cb, void *arg)
+{
+    struct call *c = calloc(1, sizeof(*c));
+    if (!c)
+        return -ENOMEM;
+    c->op = op;
+    c->cb = cb;
+    c->arg = arg;
+    int e = sb_redis_cmd(w, r, argv[1], argvlen[1], argc, argv, argvlen, index_answered, c);
+    if (e < 0)
+        free(c);
+    return e;
+}
+
+int sb_convs_index(struct sb_worker *w, struct sb_redis *r, const char *user, size_t user_len,
+                   const char *conv, size_t conv_len, bool member, sb_convs_cb cb, void *arg)
+{
+    if (user_len == 0 || user_len > 255 || conv_len == 0 || conv_len > 255)
+        return -EINVAL;
+    char key[KEY_MAX];
+    const char *argv[4] = {member ? "HSET" : "HDEL", key, conv, "1"};
+    size_t argvlen[4] = {4, index_key(key, user, user_len), conv_len, 1};
+    return index_cmd(w, r, 'i', member ? 4 : 3, argv, argvlen, cb, arg);
+}
+
+int sb_convs_user_list(struct sb_worker *w, struct sb_redis *r, const char *user, size_t user_len,
+                       sb_convs_cb cb, void *arg)
+{
+    if (user_len == 0 || user_len > 255)
+        return -EINVAL;
+    char key[KEY_MAX];
+    const char *argv[2] = {"HKEYS", key};
+    size_t argvlen[2] = {5, index_key(key, user, user_len)};
+    return index_cmd(w, r, 'l', 2, argv, argvlen, cb, arg);
 }

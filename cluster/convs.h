@@ -15,6 +15,8 @@
  *   sb:c:{<conv>}:r       HASH   "r:<user>" / "d:<user>" -> the user's read / delivered cursor
  *   sb:c:{<conv>}:k:<n>:<user><client id>  STRING  "<seq> <msg id> <ts>": a send's first ack,
  *                                for a day (n = the user id's length)
+ *   sb:u:{<user>}:cv      HASH   conversation id -> "1": the user's conversations (conv_list),
+ *                                written by the caller beside the scripts (another slot)
  *
  * Callback contract as sb_redis_cmd: when a call returns 0, cb runs once, later, on the same
  * worker, with err = 0 and a result (valid during the call), or err < 0 (see redis.h) and none.
@@ -55,6 +57,7 @@ struct sb_convs_result {
     uint64_t mver;               /* a group send's: the membership version (members: its) */
     /* A group's state after a create or a change, or as read (get); a sync's last_seq. */
     uint64_t last_seq, created_ms, read_seq; /* read_seq: the user's read cursor */
+    uint64_t member_count;                   /* a summary's */
     const char *owner, *name;
     size_t owner_len, name_len;
     struct sb_convs_member *members; /* a group's (and a group send's, see there): all */
@@ -123,5 +126,18 @@ struct sb_convs_change {
 /* Creates, changes or reads a group with the rules of server/chat.c; answers its state. */
 int sb_convs_change(struct sb_worker *w, struct sb_redis *r, const struct sb_convs_who *who,
                     const struct sb_convs_change *c, sb_convs_cb cb, void *arg);
+
+/* A conversation as conv_list shows it: last_seq, owner, name, member_count, read_seq (the
+ * user's). Refused (status 0) when the user is not a member of the group, or it is gone. */
+int sb_convs_summary(struct sb_worker *w, struct sb_redis *r, const struct sb_convs_who *who,
+                     sb_convs_cb cb, void *arg);
+
+/* Adds conv to the user's index (member) or takes it out; cb: status 1, or err. */
+int sb_convs_index(struct sb_worker *w, struct sb_redis *r, const char *user, size_t user_len,
+                   const char *conv, size_t conv_len, bool member, sb_convs_cb cb, void *arg);
+
+/* The user's index: the conversation ids as members (their admin flags false). */
+int sb_convs_user_list(struct sb_worker *w, struct sb_redis *r, const char *user, size_t user_len,
+                       sb_convs_cb cb, void *arg);
 
 #endif

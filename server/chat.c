@@ -176,6 +176,7 @@ struct chat_shard {
     struct sb_table typing;   /* struct cl_typed_at */
     struct sb_table members;  /* struct cl_members: groups' members, by membership version */
     struct sb_table lpending; /* struct cl_prefetch: users being looked up ahead of a push */
+    struct sb_table indexed;  /* struct cl_indexed: direct conversations in their users' index */
     size_t nmembers;          /* members held in it */
 };
 
@@ -223,6 +224,7 @@ static const char *cached_key(const void *obj, size_t *len);
 static const char *typed_key(const void *obj, size_t *len);
 static const char *members_key(const void *obj, size_t *len);
 static const char *prefetch_key(const void *obj, size_t *len);
+static const char *indexed_key(const void *obj, size_t *len);
 static void cl_members_clear(struct chat_shard *sh);
 static void cl_cache_clear(struct chat_shard *sh);
 static void cl_retry_free(struct chat_shard *sh);
@@ -254,6 +256,7 @@ int sb_chat_init(const struct sb_chat_config *c)
         sb_table_init(&shards[i].typing, typed_key);
         sb_table_init(&shards[i].members, members_key);
         sb_table_init(&shards[i].lpending, prefetch_key);
+        sb_table_init(&shards[i].indexed, indexed_key);
         shards[i].inval_timer.cb = cl_flush;
         shards[i].retry_timer.cb = cl_retry_due;
         if (cfg.redis &&
@@ -315,6 +318,9 @@ void sb_chat_free(void)
         for (size_t k = 0; k < sh->lpending.cap; k++)
             free(sh->lpending.slots[k].obj);
         sb_table_destroy(&sh->lpending);
+        for (size_t k = 0; k < sh->indexed.cap; k++)
+            free(sh->indexed.slots[k].obj);
+        sb_table_destroy(&sh->indexed);
         for (size_t k = 0; k < sh->typing.cap; k++)
             free(sh->typing.slots[k].obj);
         sb_table_destroy(&sh->typing);
@@ -3117,6 +3123,77 @@ static bool cl_dm(struct sb_worker *w, const struct chat_req *q, struct sb_convs
 }
 
 /*
+ * The users' conversation index (conv_list): a group's members are added and taken out by its
+ * system messages; a direct conversation is added for both users by the first send a worker
+ * makes to it (then remembered, up to CL_INDEXED_MAX; a failed write is tried again by the next
+ * send). A write that fails leaves the conversation out of conv_list (its history is intact).
+ */
+#define CL_INDEXED_MAX 100000
+
+struct cl_indexed {
+    uint8_t len;
+    char id[SB_CONV_ID_MAX + 1];
+};
+
+static const char *indexed_key(const void *obj, size_t *len)
+{
+    const struct cl_indexed *x = obj;
+    *len = x->len;
+    return x->id;
+}
+
+static void cl_index_done(struct sb_worker *w, void *arg, int err,
+                          const struct sb_convs_result *res)
+{
+    (void)res;
+    struct cl_indexed *x = arg; /* a direct conversation's id, or NULL */
+    if (err < 0) {
+        sb_log(SB_LOG_DEBUG, err, "a conversation index write failed (%s)", sb_redis_strerror(err));
+        if (x) /* the next send writes it again */
+            free(sb_table_remove(&my_shard(w)->indexed, x->id, x->len));
+    }
+    free(x);
+}
+
+static void cl_index(struct sb_worker *w, const char *user, size_t user_len, const char *conv,
+                     size_t conv_len, bool member, bool dm)
+{
+    struct cl_indexed *x = dm ? malloc(sizeof(*x)) : NULL;
+    if (x) {
+        x->len = (uint8_t)conv_len;
+        memcpy(x->id, conv, conv_len);
+    }
+    if (sb_convs_index(w, cfg.redis, user, user_len, conv, conv_len, member, cl_index_done, x) < 0)
+        cl_index_done(w, x, -EAGAIN, NULL);
+}
+
+/* A direct conversation's first send from this worker: both users' index. */
+static void cl_index_dm(struct sb_worker *w, const char *conv, size_t conv_len,
+                        const struct sb_convs_member dm[2])
+{
+    struct chat_shard *sh = my_shard(w);
+    if (conv_len > SB_CONV_ID_MAX || sb_table_get(&sh->indexed, conv, conv_len))
+        return;
+    if (sh->indexed.count >= CL_INDEXED_MAX) {
+        for (size_t k = 0; k < sh->indexed.cap; k++)
+            free(sh->indexed.slots[k].obj);
+        sb_table_destroy(&sh->indexed);
+        sb_table_init(&sh->indexed, indexed_key);
+    }
+    struct cl_indexed *x = malloc(sizeof(*x));
+    if (!x)
+        return;
+    x->len = (uint8_t)conv_len;
+    memcpy(x->id, conv, conv_len);
+    if (sb_table_add(&sh->indexed, x) < 0) {
+        free(x);
+        return;
+    }
+    for (int i = 0; i < 2; i++)
+        cl_index(w, dm[i].id, dm[i].len, conv, conv_len, true, true);
+}
+
+/*
  * A group's members as of one membership version, kept per worker so that a send to the group
  * does not bring all of them back from Redis each time: the send script answers with the
  * members only when the version it is given is not the current one. Requests in flight hold a
@@ -3128,10 +3205,9 @@ struct cl_members {
     unsigned refs; /* the cache's, and each request's in flight */
     uint64_t mver;
     size_t n;
-    struct sb_convs_member *m; /* into data */
     uint8_t len;
     char id[SB_CONV_ID_MAX + 1];
-    char data[];
+    struct sb_convs_member m[]; /* n of them, then their ids' bytes */
 };
 
 static const char *members_key(const void *obj, size_t *len)
@@ -3177,8 +3253,7 @@ static void cl_members_put(struct chat_shard *sh, const char *conv, size_t len, 
         return;
     *c = (struct cl_members){.refs = 1, .mver = mver, .n = n, .len = (uint8_t)len};
     memcpy(c->id, conv, len);
-    c->m = (struct sb_convs_member *)(void *)c->data;
-    char *str = c->data + n * sizeof(*c->m);
+    char *str = (char *)(c->m + n);
     for (size_t i = 0; i < n; i++) {
         memcpy(str, m[i].id, m[i].len);
         c->m[i] = (struct sb_convs_member){str, m[i].len, m[i].admin};
@@ -3248,6 +3323,8 @@ static void cl_sent(struct sb_worker *w, void *arg, int err, const struct sb_con
         users = q->members ? q->members->m : NULL, n = q->members ? q->members->n : 0;
     } else if (!dm_members(q->conv, q->conv_len, a, b) || !cl_dm(w, q, dm, a, b)) {
         n = 0;
+    } else if (res->status == 1) {
+        cl_index_dm(w, q->conv, q->conv_len, dm);
     }
     if (n)
         cl_push(w, &msg, CLASS_MESSAGE, q->conv, q->conv_len, m.seq, q->conn_id, q->user,
@@ -3306,6 +3383,17 @@ static void cl_changed(struct sb_worker *w, void *arg, int err, const struct sb_
                 q->user_len, to, n);
     }
     free(to);
+    for (size_t i = 0; i < res->nmsgs; i++) {
+        const struct sb_convs_msg *m = &res->msgs[i];
+        if (m->system == SB_STORE_SYS_CREATED) {
+            for (size_t k = 0; k < res->nmembers; k++)
+                cl_index(w, res->members[k].id, res->members[k].len, q->conv, q->conv_len, true,
+                         false);
+        } else if (m->system == SB_STORE_SYS_ADDED || m->system == SB_STORE_SYS_REMOVED) {
+            cl_index(w, m->body, m->body_len, q->conv, q->conv_len, m->system == SB_STORE_SYS_ADDED,
+                     false);
+        }
+    }
     sb_metric_add(w, SB_M_MESSAGES_STORED, res->nmsgs);
     struct cl_mlist admins = {res, true}, members = {res, false};
     struct sb_op op = {.type = SB_OP_CONV};
@@ -3534,6 +3622,130 @@ static void cl_request(struct sb_worker *w, struct chat_req *q)
     }
     if (e < 0)
         cl_sent(w, q, e, NULL); /* answers the error and frees q (the callback never runs) */
+}
+
+/*
+ * conv_list in cluster mode: the user's index, then one summary per conversation (in parallel,
+ * each on its own slot). A conversation the user is no longer in leaves the index on the way.
+ */
+#define CL_LIST_MAX 10000 /* conversations listed at most */
+
+struct cl_listing {
+    struct chat_req *q;
+    size_t pending, n;
+    bool failed;
+    struct chat_conv_item *items;
+};
+
+struct cl_listed_conv {
+    struct cl_listing *l;
+    size_t len;
+    char conv[SB_CONV_ID_MAX + 1];
+};
+
+static void cl_list_finish(struct sb_worker *w, struct cl_listing *l)
+{
+    struct chat_to to = to_req(l->q);
+    if (l->failed) {
+        answer_error(w, &to, SB_OP_ERR_UNAVAILABLE,
+                     "the cluster store is unavailable (a conversation could not be read); retry",
+                     NULL, 0);
+    } else {
+        struct sb_op op = {.type = SB_OP_CONVS};
+        op.u.convs.convs = (struct sb_ops_list){
+            .count = (uint32_t)l->n,
+            .raw = sb_slice_from((const char *)l->items, l->n * sizeof(*l->items)),
+            .next = items_next};
+        answer(w, &to, &op, false);
+    }
+    free(l->items);
+    free(l->q);
+    free(l);
+}
+
+static void cl_summarized(struct sb_worker *w, void *arg, int err,
+                          const struct sb_convs_result *res)
+{
+    struct cl_listed_conv *x = arg;
+    struct cl_listing *l = x->l;
+    if (err < 0) {
+        l->failed = true;
+    } else if (res->status == 0) {
+        /* Not a member any more (or the group is gone): the index missed the removal. */
+        cl_index(w, l->q->user, l->q->user_len, x->conv, x->len, false, false);
+    } else {
+        struct chat_conv_item *it = &l->items[l->n++];
+        *it = (struct chat_conv_item){.last_seq = res->last_seq,
+                                      .read_seq = res->read_seq,
+                                      .member_count = (uint32_t)res->member_count,
+                                      .conv_len = (uint8_t)x->len};
+        memcpy(it->conv, x->conv, x->len);
+        it->name_len =
+            (uint8_t)(res->name_len < sizeof(it->name) ? res->name_len : sizeof(it->name));
+        memcpy(it->name, res->name, it->name_len);
+        it->owner_len =
+            (uint8_t)(res->owner_len < sizeof(it->owner) ? res->owner_len : sizeof(it->owner));
+        memcpy(it->owner, res->owner, it->owner_len);
+    }
+    free(x);
+    if (--l->pending == 0)
+        cl_list_finish(w, l);
+}
+
+static void cl_user_listed(struct sb_worker *w, void *arg, int err,
+                           const struct sb_convs_result *res)
+{
+    struct cl_listing *l = arg;
+    size_t n = err < 0 ? 0 : res->nmembers < CL_LIST_MAX ? res->nmembers : CL_LIST_MAX;
+    l->failed = err < 0;
+    l->pending = 1; /* this function's own */
+    if (n && !(l->items = calloc(n, sizeof(*l->items))))
+        l->failed = true, n = 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct sb_convs_member *c = &res->members[i];
+        char a[SB_USER_ID_MAX + 1], b[SB_USER_ID_MAX + 1];
+        bool dm = dm_members(c->id, c->len, a, b);
+        if (c->len > SB_CONV_ID_MAX || (!dm && !is_group_id(c->id, c->len)))
+            continue; /* not ours */
+        struct cl_listed_conv *x = malloc(sizeof(*x));
+        if (!x) {
+            l->failed = true;
+            break;
+        }
+        x->l = l;
+        x->len = c->len;
+        memcpy(x->conv, c->id, c->len);
+        struct sb_convs_who who = {.conv = x->conv,
+                                   .conv_len = x->len,
+                                   .user = l->q->user,
+                                   .user_len = l->q->user_len,
+                                   .device = l->q->device,
+                                   .device_len = l->q->device_len,
+                                   .group = !dm};
+        if (sb_convs_summary(w, cfg.redis, &who, cl_summarized, x) < 0) {
+            free(x);
+            l->failed = true;
+            break;
+        }
+        l->pending++;
+    }
+    if (--l->pending == 0)
+        cl_list_finish(w, l);
+}
+
+static void cl_list(struct sb_worker *w, struct chat_req *q)
+{
+    struct cl_listing *l = calloc(1, sizeof(*l));
+    if (!l) {
+        struct chat_to to = to_req(q);
+        answer_error(w, &to, SB_OP_ERR_UNAVAILABLE, "out of memory; retry", NULL, 0);
+        free(q);
+        return;
+    }
+    l->q = q;
+    int e = sb_convs_user_list(w, cfg.redis, q->user, q->user_len, cl_user_listed, l);
+    if (e < 0)
+        cl_user_listed(w, l, e, NULL);
 }
 
 /* A sync page built from Redis's answer. */
@@ -4170,6 +4382,10 @@ static void devices_list(struct sb_worker *w, const struct chat_req *r)
 static void home_serve(struct sb_worker *w, void *arg)
 {
     struct chat_req *q = arg;
+    if (cfg.redis && q->kind == REQ_LIST_BEGIN) {
+        cl_list(w, q);
+        return;
+    }
     if (q->kind == REQ_LIST_BEGIN || q->kind == REQ_SYNC_SINCE)
         list_begin(w, q);
     else
@@ -4179,11 +4395,9 @@ static void home_serve(struct sb_worker *w, void *arg)
 
 static void op_home(const struct chat_in *in, enum chat_req_kind kind, uint64_t seq, uint32_t limit)
 {
-    if (cfg.redis && kind != REQ_DEVICES) {
+    if (cfg.redis && kind == REQ_SYNC_SINCE) {
         in_error(in, SB_OP_ERR_UNSUPPORTED,
-                 kind == REQ_LIST_BEGIN ? "conv_list is not available in cluster mode yet"
-                                        : "sync \"since\" is not available in cluster mode yet; "
-                                          "sync by \"convs\"");
+                 "sync \"since\" is not available in cluster mode yet; sync by \"convs\"");
         return;
     }
     struct chat_req *q = req_of(in, kind, in->id, "", 0, NULL, 0, NULL, 0, 0);

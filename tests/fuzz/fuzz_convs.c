@@ -1,8 +1,9 @@
 /*
  * libFuzzer driver for the answers of cluster/convs.c's scripts: the input is a stream of RESP
- * replies (decoded by hiredis, our codec), each read as the answer to a send, a sync, a receipt
- * and a group change. Redis is ours, but a reply is still input: any shape must be refused or
- * read without reaching outside it. White-box: includes convs.c for its static parse().
+ * replies (decoded by hiredis, our codec), each read as the answer to a send, a sync, a receipt,
+ * a group change and a summary (conv_list). Redis is ours, but a reply is still input: any shape
+ * must be refused or read without reaching outside it. White-box: includes convs.c for its
+ * static parse().
  */
 #include "cluster/convs.c"
 #include "cluster/resp.h"
@@ -60,7 +61,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         redisReaderFree(rd);
         return 0;
     }
-    static const uint8_t ops[] = {'s', 'y', 'r', 'c'};
+    static const uint8_t ops[] = {'s', 'y', 'r', 'c', 'm'};
     void *reply = NULL;
     for (int n = 0; n < 8 && redisReaderGetReply(rd, &reply) == REDIS_OK && reply; n++) {
         for (size_t i = 0; i < sizeof(ops); i++) {

@@ -10,7 +10,8 @@ nodes through each (node, worker)'s sharded channel.
   gap-free;
 - a user who reconnects on another node syncs everything it missed, and live pushes follow it;
 - receipts and typing across nodes;
-- what cluster mode does not do yet is refused with `unsupported`."""
+- conv_list from any node (the users' index in Redis), leaving a group takes it out;
+- what cluster mode does not do yet (sync since a cursor) is refused with `unsupported`."""
 
 import asyncio
 import json
@@ -346,13 +347,47 @@ class ClusterChatTest(unittest.TestCase):
                 await ws.close()
         self.run_async(go())
 
+    def test_conv_list_on_any_node(self):
+        async def go():
+            li = await connect(self.port(0), "cl-li")
+            mo = await connect(self.port(1), "cl-mo")
+            nu = await connect(self.port(2), "cl-nu")
+            await self.settle()
+            empty = await request(li, {"type": "conv_list", "id": "l0"}, "convs")
+            self.assertEqual(empty["convs"], [])
+            await request(li, {"type": "send", "id": "d1", "to": "cl-mo", "body": "a"}, "ack")
+            await request(mo, {"type": "send", "id": "d2", "to": "cl-li", "body": "b"}, "ack")
+            gid = (await request(nu, {"type": "conv_create", "id": "g", "name": "trio",
+                                      "members": ["cl-li", "cl-mo"]}, "conv"))["conv"]
+            await li.send(json.dumps({"type": "receipt", "conv": "dm:cl-li:cl-mo", "seq": 2,
+                                      "kind": "read"}))
+            await asyncio.sleep(0.3)  # receipts are not answered
+
+            def by_conv(answer):
+                return {c["conv"]: c for c in answer["convs"]}
+            got = by_conv(await request(li, {"type": "conv_list", "id": "l1"}, "convs"))
+            self.assertEqual(set(got), {"dm:cl-li:cl-mo", gid})
+            dm = got["dm:cl-li:cl-mo"]
+            self.assertEqual((dm["kind"], dm["member_count"], dm["last_seq"], dm["read_seq"]),
+                             ("direct", 2, 2, 2))
+            g = got[gid]
+            self.assertEqual((g["kind"], g["name"], g["owner"], g["member_count"],
+                              g["last_seq"]), ("group", "trio", "cl-nu", 3, 1))
+            # Leaving takes the group out of the list; the other members keep it.
+            await request(li, {"type": "conv_leave", "id": "x", "conv": gid}, "conv")
+            got = by_conv(await request(li, {"type": "conv_list", "id": "l2"}, "convs"))
+            self.assertEqual(set(got), {"dm:cl-li:cl-mo"})
+            got = by_conv(await request(nu, {"type": "conv_list", "id": "l3"}, "convs"))
+            self.assertEqual((set(got), got[gid]["member_count"]), ({gid}, 2))
+            for ws in (li, mo, nu):
+                await ws.close()
+        self.run_async(go())
+
     def test_what_cluster_mode_does_not_do_yet(self):
         async def go():
             ws = await connect(self.port(0), "un-user")
-            for msg in ({"type": "conv_list", "id": "l"},
-                        {"type": "sync", "id": "s", "since": "0"}):
-                err = await request(ws, msg)
-                self.assertEqual((err["type"], err["code"]), ("error", "unsupported"), err)
+            err = await request(ws, {"type": "sync", "id": "s", "since": "0"})
+            self.assertEqual((err["type"], err["code"]), ("error", "unsupported"), err)
             await ws.close()
         self.run_async(go())
 
